@@ -1,0 +1,1 @@
+"""Typed models of the custom resources' specs: the one source of truth for validation and CRDs."""

@@ -1,0 +1,93 @@
+"""The trainer's result contract: one JSON document, under 4 KiB.
+
+The trainer writes it to `result.json` in the output directory and to the container's
+termination-message path; the operator reads it back from the pod status. No torch here: the
+operator imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TERMINATION_MESSAGE_LIMIT = 4096
+GATE_ORDER = ("debug", "crossValidation", "overfitting")
+
+
+class Check(BaseModel):
+    """One measured check of a gate: its value, the threshold it is held to, and the verdict."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: float | None
+    threshold: float
+    passed: bool
+
+
+class GateReport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    passed: bool
+    checks: dict[str, Check] = Field(default_factory=dict)
+    # crossValidation only: per-fold scores, their mean and std.
+    mean: float | None = None
+    std: float | None = None
+    folds: list[float] | None = None
+
+
+class Artifact(BaseModel):
+    uri: str
+    sha256: str
+
+
+class TrainResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    phase: Literal["Succeeded", "Failed"]
+    reason: str = ""
+    gates: dict[str, GateReport] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    artifact: Artifact | None = None
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(gate.passed for gate in self.gates.values())
+
+    def to_json(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+        """Compact JSON that fits the termination message; trims detail, never the verdicts."""
+        document = _rounded(self.model_dump(exclude_none=True))
+        text = json.dumps(document, separators=(",", ":"))
+        if len(text) <= limit:
+            return text
+        # Too long (many folds, a long reason): drop per-fold scores, then shorten the reason.
+        for gate in document.get("gates", {}).values():
+            gate.pop("folds", None)
+        text = json.dumps(document, separators=(",", ":"))
+        if len(text) > limit:
+            excess = len(text) - limit + 3
+            document["reason"] = (
+                document.get("reason", "")[: max(0, len(document.get("reason", "")) - excess)] + "..."
+            )
+            text = json.dumps(document, separators=(",", ":"))
+        return text
+
+
+def _rounded(value: Any) -> Any:
+    """Round floats to 6 significant digits and turn NaN/inf into null (JSON has neither)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def parse_result(text: str) -> TrainResult:
+    """Read a result document (from a termination message or result.json)."""
+    return TrainResult.model_validate_json(text)

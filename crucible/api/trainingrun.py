@@ -1,0 +1,197 @@
+"""The TrainingRun spec: what to train, on which data, with which gates."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from crucible.api.common import SpecModel
+
+ARCHITECTURES = (
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet_b0",
+    "tiny_cnn",
+)
+Architecture = Literal[
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet_b0",
+    "tiny_cnn",
+]
+DatasetSource = Literal["digits", "fake", "imageFolder"]
+Optimizer = Literal["adamw", "adam", "sgd"]
+Scheduler = Literal["none", "cosine", "onecycle", "step"]
+CvMetric = Literal["accuracy", "macroF1"]
+
+REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "pvc://")
+
+
+class DatasetSpec(SpecModel):
+    """Where the images come from and how the subset used for this run is curated."""
+
+    source: DatasetSource = Field(
+        "digits",
+        description="digits: scikit-learn's bundled 8x8 handwritten digits; fake: random images for smoke "
+        "tests; imageFolder: one sub-folder of images per class under `uri`.",
+    )
+    uri: str | None = Field(
+        None, description="For imageFolder: a local path or file:// URI holding one folder per class."
+    )
+    classes: list[str] = Field(
+        default_factory=list,
+        description="The fixed class list, in label order. Empty means every class found in the data.",
+    )
+    sample_fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of each class to keep (stratified, seeded)."
+    )
+    per_class_limit: int | None = Field(None, ge=1, description="At most this many images per class.")
+    balance: bool = Field(
+        False, description="Keep the same number of images in every class (the smallest class's count)."
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction held out, stratified, for the final evaluation."
+    )
+    image_size: int = Field(
+        32, ge=8, le=1024, description="Images are resized to imageSize x imageSize, 3 channels."
+    )
+    fake_samples: int = Field(512, ge=10, le=100_000, description="For source fake: how many images.")
+
+    @model_validator(mode="after")
+    def _uri_for_image_folder(self) -> DatasetSpec:
+        if self.source == "imageFolder" and not self.uri:
+            raise ValueError("uri is required when source is imageFolder")
+        return self
+
+
+class ModelSpec(SpecModel):
+    """The network to train."""
+
+    architecture: Architecture = Field(
+        "mobilenet_v3_small",
+        description="A torchvision architecture by name, or tiny_cnn (a small CNN for fast tests).",
+    )
+    pretrained_weights: str | None = Field(
+        None,
+        description="A local path to a torchvision state dict to start from. Nothing is downloaded.",
+    )
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classifier.")
+
+    @field_validator("pretrained_weights")
+    @classmethod
+    def _local_only(cls, value: str | None) -> str | None:
+        if value and value.startswith(REMOTE_SCHEMES):
+            raise ValueError("must be a local path (nothing is downloaded at run time)")
+        return value
+
+
+class AugmentationSpec(SpecModel):
+    """Random transforms applied to training batches only."""
+
+    random_crop: bool = Field(False, description="Pad, then crop back to size at a random offset.")
+    crop_padding: int = Field(2, ge=0, le=64, description="Padding in pixels for randomCrop.")
+    horizontal_flip: bool = Field(False, description="Flip half the images left to right.")
+
+
+class HyperparametersSpec(SpecModel):
+    """How the final model is trained."""
+
+    epochs: int = Field(20, ge=1, le=10_000, description="Passes over the training split.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Images per optimizer step.")
+    learning_rate: float = Field(2e-3, gt=0, le=100, description="Peak learning rate.")
+    optimizer: Optimizer = Field("adamw", description="adamw, adam or sgd (with momentum).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum for sgd.")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="Weight decay.")
+    scheduler: Scheduler = Field(
+        "onecycle", description="Learning-rate schedule: none, cosine, onecycle, or step (x0.1 at 1/3, 2/3)."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the loss.")
+    augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec)
+
+
+class DebugGateSpec(SpecModel):
+    """Cheap checks run before any real training: data, overfit one batch, reproducibility, gradients."""
+
+    enabled: bool = Field(True, description="Run the debug gate.")
+    overfit_batch_size: int = Field(32, ge=2, le=1024, description="Images in the batch to overfit.")
+    overfit_steps: int = Field(50, ge=1, le=10_000, description="Optimizer steps on that one batch.")
+    overfit_loss_bound: float = Field(
+        0.2, gt=0, description="The loss on the batch must fall below this bound."
+    )
+    reproducibility_steps: int = Field(3, ge=1, le=100, description="Steps of each of the two seeded runs.")
+    reproducibility_tolerance: float = Field(
+        1e-6, ge=0, description="Largest allowed difference between the two seeded runs' losses."
+    )
+    min_class_balance: float = Field(
+        0.2, ge=0, le=1, description="Smallest class count divided by largest must reach this ratio."
+    )
+    normalization_tolerance: float = Field(
+        0.1,
+        ge=0,
+        description="After normalization each channel's mean must lie within this of 0, its std within "
+        "this of 1.",
+    )
+
+
+class CrossValidationGateSpec(SpecModel):
+    """Stratified k-fold cross-validation on the training split."""
+
+    enabled: bool = Field(True, description="Run the cross-validation gate.")
+    folds: int = Field(5, ge=2, le=20, description="Number of stratified folds (at least 2).")
+    epochs: int = Field(6, ge=1, le=10_000, description="Training epochs within each fold.")
+    metric: CvMetric = Field("accuracy", description="Score of each fold: accuracy or macroF1.")
+    min_mean: float = Field(0.9, ge=0, le=1, description="The mean fold score must reach this.")
+    max_std: float = Field(0.05, ge=0, le=1, description="The fold scores' std must not exceed this.")
+
+
+class OverfittingGateSpec(SpecModel):
+    """After the final training: train metric minus held-out metric must stay small."""
+
+    enabled: bool = Field(True, description="Run the overfitting gate.")
+    max_gap: float = Field(0.05, ge=0, le=1, description="Largest allowed train minus held-out accuracy.")
+
+
+class GatesSpec(SpecModel):
+    """A model is only exported, and only ever served, when every enabled gate passed."""
+
+    debug: DebugGateSpec = Field(default_factory=DebugGateSpec)
+    cross_validation: CrossValidationGateSpec = Field(default_factory=CrossValidationGateSpec)
+    overfitting: OverfittingGateSpec = Field(default_factory=OverfittingGateSpec)
+
+
+class ResourcesSpec(SpecModel):
+    """Where and with what the trainer runs on a cluster (ignored by local runs)."""
+
+    node_pool: str = Field("cpu", description="A node pool defined in the operator configuration.")
+    cpu: str = Field("2", description="CPU request and limit, in Kubernetes quantity form.")
+    memory: str = Field("4Gi", description="Memory request and limit, in Kubernetes quantity form.")
+    gpu: int = Field(0, ge=0, le=16, description="GPUs to request (gpu pools).")
+
+
+class OutputSpec(SpecModel):
+    """Where the artifact is written."""
+
+    uri: str | None = Field(
+        None,
+        description="Artifact destination: a local path or file:// (pvc:// on a cluster). Local runs "
+        "default to runs/<name>.",
+    )
+
+
+class TrainingRunSpec(SpecModel):
+    """A TrainingRun: train one model with gates and export it when they pass."""
+
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for data splits, init and batches.")
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    hyperparameters: HyperparametersSpec = Field(default_factory=HyperparametersSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)

@@ -1,0 +1,83 @@
+"""The `crucible` command. Each subcommand imports its heavy dependencies only when it runs, so
+`crucible operator` and `crucible crds` never import torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from crucible import __version__
+
+EXIT_INVALID = 2
+
+
+def _local_output(explicit: str | None, spec_uri: str | None, name: str) -> Path:
+    if explicit:
+        return Path(explicit)
+    if spec_uri:
+        if spec_uri.startswith("file://"):
+            return Path(spec_uri[len("file://") :])
+        if "://" not in spec_uri:
+            return Path(spec_uri)
+    return Path("runs") / name
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from crucible.api.manifest import InvalidSpec, load_file
+
+    try:
+        resource = load_file(args.file, expected_kind="TrainingRun")
+    except InvalidSpec as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    spec = resource.spec
+    output = _local_output(args.output, spec.output.uri, resource.name)  # type: ignore[attr-defined]
+    from crucible.trainer.cli import run_and_report
+
+    return run_and_report(spec, resource.name, output, args.json, args.device)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crucible",
+        description="Train, evaluate, tune, deploy and promote models, with gates. Locally or on Kubernetes.",
+    )
+    parser.add_argument("--version", action="version", version=f"crucible {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="Run a TrainingRun locally, with its gates.")
+    train.add_argument("-f", "--file", required=True, help="A TrainingRun YAML file.")
+    train.add_argument("--output", help="Output directory (default: spec.output.uri, else runs/<name>).")
+    train.add_argument("--json", action="store_true", help="Print the result JSON on stdout, no tables.")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to train.")
+    train.set_defaults(handler=_cmd_train)
+
+    for register in _optional_commands():
+        register(commands)
+    return parser
+
+
+def _optional_commands() -> list:
+    """Subcommands contributed by the other parts (serve, operator, crds, tune)."""
+    registrars = []
+    for module_name in ("crucible.server.command", "crucible.operator.command", "crucible.tuning_command"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ImportError:
+            continue
+        registrars.append(module.register)
+    return registrars
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_INVALID
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""`crucible-train` (the trainer Job's entry point) and the shared code behind `crucible train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from crucible.api.manifest import InvalidSpec, parse_spec
+from crucible.api.result import TrainResult
+from crucible.api.trainingrun import TrainingRunSpec
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def print_summary(result: TrainResult, output_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table(title="Gates", show_lines=False)
+    for column in ("gate", "check", "value", "threshold", "passed"):
+        table.add_column(column)
+    for gate_name, gate in result.gates.items():
+        for check_name, check in gate.checks.items():
+            value = "—" if check.value is None else f"{check.value:.4g}"
+            op = getattr(check, "op", "")
+            mark = "[green]yes[/]" if check.passed else "[red]NO[/]"
+            table.add_row(gate_name, check_name, value, f"{op} {check.threshold:g}", mark)
+    console.print(table)
+    if result.metrics:
+        metrics = Table(title="Metrics")
+        metrics.add_column("metric")
+        metrics.add_column("value")
+        for key, value in result.metrics.items():
+            metrics.add_row(key, f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}")
+        console.print(metrics)
+    colour = "green" if result.phase == "Succeeded" else "red"
+    console.print(f"[bold {colour}]{result.phase}[/]" + (f": {result.reason}" if result.reason else ""))
+    if result.artifact:
+        console.print(f"artifact: {result.artifact.uri}  sha256 {result.artifact.sha256[:16]}…")
+    console.print(f"report:   {output_dir / 'report.png'}")
+
+
+def run_and_report(
+    spec: TrainingRunSpec,
+    name: str,
+    output_dir: Path,
+    as_json: bool = False,
+    device: str = "auto",
+    artifact_uri: str | None = None,
+    termination_log: Path | None = None,
+) -> int:
+    """Train, print the outcome, and return the exit code (0 ok, 1 gate or training failed, 2 invalid)."""
+    from crucible.trainer import export
+    from crucible.trainer.data import DatasetError
+    from crucible.trainer.progress import BarReporter, SilentReporter
+    from crucible.trainer.run import RunContext, train
+
+    interactive = not as_json and sys.stderr.isatty()
+    reporter = BarReporter() if (interactive or not as_json) else SilentReporter()
+    context = RunContext(name, output_dir, device, artifact_uri, termination_log, reporter)
+    try:
+        result = train(spec, context)
+    except (DatasetError, FileNotFoundError, ValueError) as error:
+        reporter.close()
+        result = TrainResult(phase="Failed", reason=str(error))
+        export.write_result(result, output_dir, termination_log)
+        print(f"error: {error}", file=sys.stderr)
+        if as_json:
+            print(result.to_json())
+        return EXIT_INVALID
+    if as_json:
+        print(json.dumps(json.loads(result.to_json()), indent=2))
+    else:
+        print_summary(result, output_dir)
+    return EXIT_OK if result.phase == "Succeeded" else EXIT_FAILED
+
+
+def _read_spec(path: str) -> TrainingRunSpec:
+    """A spec from JSON or YAML: either the spec alone or a whole TrainingRun document."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidSpec("--spec", f"no such file: {path}") from None
+    except yaml.YAMLError as error:
+        raise InvalidSpec("--spec", f"invalid JSON/YAML: {error}") from None
+    if isinstance(document, dict) and "kind" in document:
+        document = document.get("spec")
+    return parse_spec("TrainingRun", document)  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crucible-train",
+        description="Run one TrainingRun spec with its gates (the trainer Job's command).",
+    )
+    parser.add_argument(
+        "--spec", required=True, help="Spec file: JSON or YAML, the spec or a whole TrainingRun."
+    )
+    parser.add_argument("--name", default="model", help="Run name, recorded in model.json.")
+    parser.add_argument("--output", required=True, help="Directory for the artifact and result.json.")
+    parser.add_argument(
+        "--artifact-uri", help="URI to record for the artifact (default: file:// of --output)."
+    )
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        help="Where to write the result (default /dev/termination-log when it exists).",
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", action="store_true", help="Print the result JSON on stdout.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = _read_spec(args.spec)
+    except InvalidSpec as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    return run_and_report(
+        spec, args.name, Path(args.output), args.json, args.device, args.artifact_uri, args.termination_log
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
