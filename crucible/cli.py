@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -58,16 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Modules contributing subcommands: each defines `register(subparsers)` and imports nothing heavy
+# at module level (torch, kopf), so `crucible --help` stays fast and `crucible operator` torch-free.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
 def _optional_commands() -> list:
-    """Subcommands contributed by the other parts (serve, operator, crds, tune)."""
-    registrars = []
-    for module_name in ("crucible.server.command", "crucible.operator.command", "crucible.tuning_command"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ImportError:
-            continue
-        registrars.append(module.register)
-    return registrars
+    return [importlib.import_module(name).register for name in SUBCOMMAND_MODULES]
 
 
 def main(argv: list[str] | None = None) -> int:

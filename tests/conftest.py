@@ -1,0 +1,45 @@
+"""Fixtures shared by every part's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crucible.api.trainingrun import TrainingRunSpec
+
+# A spec that trains in a few seconds on 2 CPU cores and still learns digits well (~0.95).
+FAST_SPEC = {
+    "seed": 7,
+    "dataset": {"source": "digits", "imageSize": 16},
+    "model": {"architecture": "tiny_cnn", "dropout": 0.1},
+    "hyperparameters": {"epochs": 4, "batchSize": 64, "learningRate": 0.01},
+    "gates": {
+        "debug": {"overfitSteps": 30},
+        "crossValidation": {"folds": 3, "epochs": 2, "minMean": 0.8, "maxStd": 0.1},
+        "overfitting": {"maxGap": 0.1},
+    },
+}
+
+
+def fast_spec(**overrides: dict) -> TrainingRunSpec:
+    """FAST_SPEC with nested overrides, e.g. fast_spec(gates={"debug": {"enabled": False}})."""
+
+    def merge(base: dict, extra: dict) -> dict:
+        merged = dict(base)
+        for key, value in extra.items():
+            merged[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+        return merged
+
+    return TrainingRunSpec.model_validate(merge(FAST_SPEC, overrides))
+
+
+@pytest.fixture(scope="session")
+def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real artifact directory (model.pt, model.json, result.json) of a tiny CNN trained on digits."""
+    from crucible.trainer.run import RunContext, train
+
+    output = tmp_path_factory.mktemp("digits-artifact")
+    result = train(fast_spec(), RunContext(name="digits-tiny", output_dir=output, device="cpu"))
+    assert result.phase == "Succeeded", result.reason
+    return output
