@@ -43,6 +43,18 @@ def print_summary(result: TrainResult, output_dir: Path) -> None:
     console.print(f"report:   {output_dir / 'report.png'}")
 
 
+def preflight(spec: TrainingRunSpec, device: str) -> None:
+    """Input errors a person can fix, found before any progress bar starts."""
+    from crucible.trainer.data import check_source
+    from crucible.trainer.engine import pick_device
+
+    check_source(spec.dataset)
+    pick_device(device)
+    weights = spec.model.pretrained_weights
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"spec.model.pretrainedWeights: no such file: {weights}")
+
+
 def run_and_report(
     spec: TrainingRunSpec,
     name: str,
@@ -58,10 +70,11 @@ def run_and_report(
     from crucible.trainer.progress import BarReporter, SilentReporter
     from crucible.trainer.run import RunContext, train
 
-    interactive = not as_json and sys.stderr.isatty()
-    reporter = BarReporter() if (interactive or not as_json) else SilentReporter()
-    context = RunContext(name, output_dir, device, artifact_uri, termination_log, reporter)
+    reporter = SilentReporter()
     try:
+        preflight(spec, device)
+        reporter = SilentReporter() if as_json else BarReporter()
+        context = RunContext(name, output_dir, device, artifact_uri, termination_log, reporter)
         result = train(spec, context)
     except (DatasetError, FileNotFoundError, ValueError) as error:
         reporter.close()

@@ -114,12 +114,19 @@ def _folder_path(uri: str) -> Path:
     return Path(uri)
 
 
+def check_source(spec: DatasetSpec) -> None:
+    """Fail fast, before any work starts, when an imageFolder path does not exist."""
+    if spec.source == "imageFolder":
+        root = _folder_path(spec.uri or "")
+        if not root.is_dir():
+            raise DatasetError(f"spec.dataset.uri: {spec.uri!r} is not a directory")
+
+
 def _load_image_folder(spec: DatasetSpec) -> ImageData:
     from PIL import Image, UnidentifiedImageError
 
+    check_source(spec)
     root = _folder_path(spec.uri or "")
-    if not root.is_dir():
-        raise DatasetError(f"spec.dataset.uri: {spec.uri!r} is not a directory")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DatasetError(f"spec.dataset.uri: {spec.uri!r} holds no class folders")
@@ -188,7 +195,8 @@ def split(data: ImageData, test_fraction: float, seed: int) -> tuple[ImageData, 
     index = np.arange(len(data))
     labels = data.labels.numpy()
     counts = np.bincount(labels, minlength=len(data.classes))
-    stratify = labels if counts[counts > 0].min(initial=0) >= 2 else None
+    present = counts[counts > 0]
+    stratify = labels if len(present) and present.min() >= 2 else None
     train_idx, test_idx = train_test_split(
         index, test_size=test_fraction, random_state=seed, shuffle=True, stratify=stratify
     )

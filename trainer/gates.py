@@ -11,6 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
+
+from crucible.api.result import Check, GateReport
+from crucible.api.trainingrun import (
+    CrossValidationGateSpec,
+    DebugGateSpec,
+    OverfittingGateSpec,
+    TrainingRunSpec,
+)
 from crucible.trainer.data import ImageData, Normalization
 from crucible.trainer.engine import (
     Precision,
@@ -21,15 +30,6 @@ from crucible.trainer.engine import (
     seed_everything,
 )
 from crucible.trainer.models import build_model
-from torch import nn
-
-from crucible.api.result import Check, GateReport
-from crucible.api.trainingrun import (
-    CrossValidationGateSpec,
-    DebugGateSpec,
-    OverfittingGateSpec,
-    TrainingRunSpec,
-)
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda value, bound: value <= bound,

@@ -9,6 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+
+from crucible.api.result import Artifact, GateReport, TrainResult
+from crucible.api.trainingrun import TrainingRunSpec
+from crucible.resources import available_cpus
 from crucible.trainer import export
 from crucible.trainer.data import ImageData, Normalization, curate, load_dataset, split
 from crucible.trainer.engine import Precision, evaluate, fit, pick_device, seed_everything
@@ -22,10 +26,6 @@ from crucible.trainer.gates import (
 from crucible.trainer.models import build_model
 from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.report import confusion_matrix, write_report
-
-from crucible.api.result import Artifact, GateReport, TrainResult
-from crucible.api.trainingrun import TrainingRunSpec
-from crucible.resources import available_cpus
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""Trainer overhead: final-training throughput of Crucible's trainer vs a bare PyTorch loop.
+
+Both train the same model (same architecture, init seed, data, batch size, optimizer) on the same
+in-memory digits tensors. The trainer is timed wall-clock through `fit` exactly as a run calls it,
+held-out evaluation after every epoch included; the bare loop is the loop a user would write.
+Rounds alternate the two so drift on a shared machine hits both alike. Target: ratio >= 0.9.
+
+    python benchmarks/train_overhead.py [--architecture mobilenet_v3_small] [--epochs 3] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from crucible.api.trainingrun import TrainingRunSpec
+from crucible.resources import available_cpus
+from crucible.trainer.data import Normalization, curate, load_dataset, split
+from crucible.trainer.engine import Precision, fit, make_optimizer, seed_everything
+from crucible.trainer.models import build_model
+
+
+def bare_loop(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: TrainingRunSpec, epochs: int
+) -> float:
+    optimizer = make_optimizer(model, spec.hyperparameters)
+    loss_fn = nn.CrossEntropyLoss()
+    batch_size = spec.hyperparameters.batch_size
+    started = time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y))
+        for start in range(0, len(y), batch_size):
+            index = order[start : start + batch_size]
+            loss = loss_fn(model(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return len(y) * epochs / (time.perf_counter() - started)
+
+
+def trainer_fit(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, val: tuple, spec: TrainingRunSpec, epochs: int
+) -> float:
+    precision = Precision.for_device(torch.device("cpu"))
+    generator = seed_everything(spec.seed)
+    started = time.perf_counter()
+    fit(model, x, y, spec.hyperparameters, epochs, generator, precision, val=val, num_classes=10)
+    return len(y) * epochs / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--architecture", default="mobilenet_v3_small")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    torch.set_num_threads(available_cpus())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    spec = TrainingRunSpec.model_validate(
+        {"model": {"architecture": args.architecture}, "dataset": {"imageSize": args.image_size}}
+    )
+    data = curate(load_dataset(spec.dataset, spec.seed), spec.dataset, spec.seed)
+    train, test = split(data, spec.dataset.test_fraction, spec.seed)
+    norm = Normalization.of(train.images)
+    x, y = norm.apply(train.images), train.labels
+    val = (norm.apply(test.images), test.labels)
+
+    def fresh() -> nn.Module:
+        seed_everything(spec.seed)
+        return build_model(spec.model.architecture, len(data.classes), spec.model.dropout)
+
+    print(f"{args.architecture} {args.image_size}x{args.image_size}, {len(y)} images, batch "
+          f"{spec.hyperparameters.batch_size}, {args.epochs} epochs x {args.rounds} rounds, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    bare_loop(fresh(), x, y, spec, 1)  # warm-up: first-call allocations and kernel selection
+    bare, ours = [], []
+    for round_index in range(args.rounds):
+        bare.append(bare_loop(fresh(), x, y, spec, args.epochs))
+        ours.append(trainer_fit(fresh(), x, y, val, spec, args.epochs))
+        print(f"  round {round_index + 1}: bare {bare[-1]:8.1f} img/s   trainer {ours[-1]:8.1f} img/s")
+    bare_median, ours_median = statistics.median(bare), statistics.median(ours)
+    print(f"bare PyTorch loop     {bare_median:8.1f} images/s (median)")
+    print(f"crucible trainer      {ours_median:8.1f} images/s (median, held-out eval each epoch included)")
+    print(f"ratio trainer / bare  {ours_median / bare_median:8.3f}   (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
