@@ -4,6 +4,7 @@ held-out evaluation -> overfitting gate -> export. A failed gate stops the run."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,9 @@ class RunContext:
     artifact_uri: str | None = None
     termination_log: Path | None = None
     reporter: Reporter = field(default_factory=SilentReporter)
+    # Called after each final-training epoch with the held-out figures so far, e.g. to report
+    # intermediate values to a tuning study. An exception it raises (a pruned trial) ends the run.
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
 
 
 @dataclass
@@ -146,6 +150,10 @@ def _run_stages(
 
     def on_epoch(epoch, stats, evaluation) -> None:
         reporter.advance(f"loss {stats.loss:.4f}  held-out acc {evaluation.accuracy:.4f}")
+        if context.on_epoch is not None:
+            figures = {"accuracy": evaluation.accuracy, "macroF1": evaluation.macro_f1}
+            figures |= {"loss": evaluation.loss, "trainLoss": stats.loss, "trainAccuracy": stats.accuracy}
+            context.on_epoch(epoch + 1, figures)
 
     fitted = fit(
         model,

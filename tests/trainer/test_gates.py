@@ -111,3 +111,21 @@ def test_same_seed_gives_the_same_numbers_and_weights(tmp_path):
         assert first.metrics[key] == second.metrics[key]
     other_seed = _train(tmp_path / "c", spec.model_copy(update={"seed": 8}))
     assert other_seed.artifact.sha256 != first.artifact.sha256
+
+
+def test_epoch_hook_sees_held_out_figures_and_can_stop_the_run(tmp_path):
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def hook(epoch, figures):
+        seen.append((epoch, figures["accuracy"]))
+        if epoch == 2:
+            raise Stop
+
+    spec = fast_spec(gates={"debug": {"enabled": False}, "crossValidation": {"enabled": False}})
+    with pytest.raises(Stop):
+        train(spec, RunContext(name="t", output_dir=tmp_path, device="cpu", on_epoch=hook))
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    assert all(0 <= accuracy <= 1 for _, accuracy in seen)
