@@ -1,1 +1,1 @@
-"""operator"""
+"""The Crucible operator (kopf): reconciles TrainingRuns and ModelDeployments. Imports no torch."""

@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 VENV=${CRUCIBLE_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
+# `-I` keeps the current directory off sys.path: the repository's `operator/` folder (mapped to
+# `crucible.operator`) must never shadow the standard library's `operator` module.
 if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -m venv "$VENV"
+    "$PYTHON" -I -m venv "$VENV"
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip() { "$VENV/bin/python" -I -m pip --disable-pip-version-check "$@"; }
 
 # torch is pinned to the release this project is tested with; it is large, so it goes first and
 # alone (a no-op when already installed).
