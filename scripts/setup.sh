@@ -27,3 +27,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     pip install -q -e ".[dev]"
     echo "$digest" > "$stamp"
 fi
+./scripts/fetch-tools.sh
