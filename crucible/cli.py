@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules contributing subcommands: each defines `register(subparsers)` and imports nothing heavy
 # at module level (torch, kopf), so `crucible --help` stays fast and `crucible operator` torch-free.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "crucible.server.command",
+)
 
 
 def _optional_commands() -> list:

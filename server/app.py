@@ -1,0 +1,233 @@
+"""The HTTP layer: `create_app` builds the FastAPI app. Endpoints only translate HTTP to data-plane
+calls and back; errors are raised, and mapped to responses in one table (`errors`)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
+import crucible
+from crucible.server import codec
+from crucible.server.dataplane import DataPlane
+from crucible.server.errors import (
+    InvalidInput,
+    ModelNotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    install_error_handlers,
+)
+from crucible.server.limits import BodySizeLimitMiddleware
+from crucible.server.metrics import RequestMetricsMiddleware, ServerMetrics
+from crucible.server.repository import ModelRepository
+from crucible.server.schemas import (
+    UPLOAD_BODY,
+    ErrorResponse,
+    InferenceRequest,
+    InferenceResponse,
+    LiveResponse,
+    ModelMetadata,
+    ModelReadyResponse,
+    PredictResponse,
+    ReadyResponse,
+    ServerMetadata,
+    add_components,
+    infer_path_item,
+)
+from crucible.server.settings import ServerSettings
+
+INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+DESCRIPTION = (
+    "Serves a model trained by `crucible train`: the Open Inference Protocol v2 (REST) under `/v2`, "
+    "image uploads at `/predict`, a page to try it at `/`, Prometheus metrics at `/metrics`."
+)
+
+
+def _errors(*codes: int) -> dict:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+def _protocol_routes(plane: DataPlane) -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol v2"])
+
+    @router.get("/v2/health/live", response_model=LiveResponse)
+    async def server_live() -> dict:
+        return {"live": True}
+
+    @router.get("/v2/health/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+    async def server_ready() -> JSONResponse:
+        ready = plane.ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @router.get("/v2", response_model=ServerMetadata)
+    async def server_metadata() -> dict:
+        return plane.server_metadata()
+
+    @router.get("/v2/models/{name}", response_model=ModelMetadata, responses=_errors(404))
+    async def model_metadata(name: str) -> dict:
+        return plane.model_metadata(name)
+
+    @router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, responses=_errors(404))
+    async def model_version_metadata(name: str, version: str) -> dict:
+        return plane.model_metadata(name, version)
+
+    @router.get("/v2/models/{name}/ready", response_model=ModelReadyResponse, responses=_errors(404, 503))
+    async def model_ready(name: str) -> dict:
+        return _model_ready(plane, name, None)
+
+    @router.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        response_model=ModelReadyResponse,
+        responses=_errors(404, 503),
+    )
+    async def model_version_ready(name: str, version: str) -> dict:
+        return _model_ready(plane, name, version)
+
+    return router
+
+
+def _model_ready(plane: DataPlane, name: str, version: str | None) -> dict:
+    if not plane.model_ready(name, version):
+        raise ModelNotReady(name)
+    return {"name": name, "ready": True}
+
+
+class _RecordedRoute(Route):
+    """A plain route that records itself in the scope when it matches, as FastAPI's routes do, so the
+    request metrics can label its requests by route template."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match != Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
+def _infer_routes(plane: DataPlane) -> list[Route]:
+    """The infer endpoint as plain Starlette routes: FastAPI's parameter solving would cost more per
+    request than the forward pass of a small model, and the body is read by hand anyway. The OpenAPI
+    document describes them (see `schemas.infer_path_item`)."""
+
+    async def infer(request: Request) -> Response:
+        body = await request.body()
+        name, version = request.path_params["name"], request.path_params.get("version")
+        result = await plane.infer(name, version, body, request.headers.get(codec.BINARY_HEADER))
+        return Response(result, media_type="application/json")
+
+    return [_RecordedRoute(path, infer, methods=["POST"]) for path in INFER_PATHS]
+
+
+async def _read_uploads(request: Request, max_images: int) -> list[tuple[str, bytes]]:
+    """The files of a multipart body, as (filename, bytes), in order."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise UnsupportedMediaType(
+            "/predict expects multipart/form-data with PNG or JPEG files; "
+            f"got {content_type or 'no content type'}"
+        )
+    try:
+        form = await request.form(max_files=max_images, max_fields=max_images + 16)
+    except HTTPException as error:
+        # Starlette stops parsing at the first file past max_files: "Too many files. ..."
+        if str(error.detail).startswith("Too many files"):
+            raise PayloadTooLarge(f"files: more than {max_images} images in one request") from None
+        raise InvalidInput(f"multipart body: {error.detail}") from None
+    try:
+        uploads = [value for _, value in form.multi_items() if not isinstance(value, str)]
+        return [(upload.filename or "upload", await upload.read()) for upload in uploads]
+    finally:
+        await form.close()
+
+
+def _index_page(plane: DataPlane) -> str:
+    template = resources.files("crucible.server").joinpath("static/index.html").read_text(encoding="utf-8")
+    models = plane.repository.models()
+    about = " · ".join(
+        f"{model.name} ({model.card.architecture}, {len(model.classes)} classes, version {model.version})"
+        for model in models
+    )
+    return template.replace("{{model}}", html.escape(about or "no model loaded"))
+
+
+def _web_routes(plane: DataPlane, metrics: ServerMetrics, settings: ServerSettings) -> APIRouter:
+    router = APIRouter()
+    page = _index_page(plane)
+
+    @router.post(
+        "/predict",
+        tags=["Images"],
+        response_model=PredictResponse,
+        responses=_errors(400, 404, 413, 415, 503),
+        openapi_extra={"requestBody": UPLOAD_BODY},
+    )
+    async def predict(
+        request: Request,
+        top_k: int | None = Query(None, ge=1, le=1000, description="Labels per image (default 5)."),
+        model: str | None = Query(None, description="Model name (default: the model served)."),
+    ) -> dict:
+        files = await _read_uploads(request, settings.max_images)
+        return await plane.predict_images(files, top_k, model)
+
+    @router.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @router.get("/metrics", tags=["Monitoring"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return router
+
+
+def create_app(repository: ModelRepository, settings: ServerSettings | None = None) -> FastAPI:
+    """The server for the models in `repository`; its inference workers run while the app's
+    lifespan does (uvicorn, or `with TestClient(app)`)."""
+    settings = settings or ServerSettings()
+    metrics = ServerMetrics()
+    plane = DataPlane(repository, settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await plane.start()
+        try:
+            yield
+        finally:
+            await plane.stop()
+
+    app = FastAPI(
+        title="Crucible inference server",
+        version=crucible.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.plane = plane
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    # The last added middleware is the outermost: metrics see the limit's own 413 answers too.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    # Infer first: the router tries routes in order, and infer is the one under load.
+    app.router.routes[:0] = _infer_routes(plane)
+    app.include_router(_protocol_routes(plane))
+    app.include_router(_web_routes(plane, metrics, settings))
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = add_components(default_openapi(), InferenceRequest, InferenceResponse, ErrorResponse)
+            for path in INFER_PATHS:
+                document["paths"][path] = infer_path_item(path)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

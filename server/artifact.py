@@ -1,0 +1,141 @@
+"""An artifact directory as `crucible train` writes it, read and verified without torch.
+
+`model.json` (the model card) names the architecture, classes, input size, normalization and the
+sha256 of the weights file (`model.pt`). The weights are served only when their sha256 matches the
+card, so a server never answers with weights nobody gated. Nothing here imports torch: a failed
+check is reported in a fraction of a second, and the operator may read cards too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+CARD_FILE = "model.json"
+DEFAULT_WEIGHTS_FILE = "model.pt"
+
+
+class ArtifactError(Exception):
+    """The artifact cannot be served: a missing file, a checksum mismatch, an unreadable card."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the server needs from model.json."""
+
+    name: str
+    architecture: str
+    classes: list[str]
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dropout: float
+    weights_file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class VerifiedArtifact:
+    directory: Path
+    card: ModelCard
+    weights: Path  # its sha256 matched the card's
+
+
+class _Card:
+    """Typed access to the card's JSON; every failure names the field and the file."""
+
+    def __init__(self, document: dict, where: Path) -> None:
+        self.document = document
+        self.where = where
+
+    def error(self, message: str) -> ArtifactError:
+        return ArtifactError(f"{self.where}: {message}")
+
+    def get(self, *path: str) -> object:
+        value: object = self.document
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                raise self.error(f"missing {'.'.join(path)!r}")
+            value = value[key]
+        return value
+
+    def numbers(self, *path: str, convert: type = float) -> tuple:
+        value = self.get(*path)
+        try:
+            return tuple(convert(item) for item in value)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise self.error(f"{'.'.join(path)} must be a list of numbers, got {value!r}") from None
+
+
+def _parse_card(document: dict, where: Path) -> ModelCard:
+    card = _Card(document, where)
+    classes = card.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise card.error("classes must be a non-empty list of names")
+    shape = card.numbers("input", "shape", convert=int)
+    if len(shape) != 3 or shape[0] != 3 or min(shape) < 1:
+        raise card.error(f"input.shape must be [3, H, W], got {list(shape)}")
+    mean, std = card.numbers("normalization", "mean"), card.numbers("normalization", "std")
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise card.error("normalization needs 3 means and 3 positive stds")
+    weights = document.get("weights") if isinstance(document.get("weights"), dict) else {}
+    sha256 = weights.get("sha256") or card.get("sha256")
+    if document.get("sha256") and document["sha256"] != sha256:
+        raise card.error("sha256 and weights.sha256 disagree")
+    weights_file = str(weights.get("file") or DEFAULT_WEIGHTS_FILE)
+    if Path(weights_file).name != weights_file:
+        raise card.error(f"weights.file must be a file name in the artifact directory, got {weights_file!r}")
+    try:
+        dropout = float(document.get("dropout") or 0.0)
+    except (TypeError, ValueError):
+        raise card.error(f"dropout must be a number, got {document.get('dropout')!r}") from None
+    return ModelCard(
+        name=str(card.get("name")),
+        architecture=str(card.get("architecture")),
+        classes=[str(name) for name in classes],
+        image_shape=shape,  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
+        dropout=dropout,
+        weights_file=weights_file,
+        sha256=str(sha256),
+    )
+
+
+def read_card(directory: Path) -> ModelCard:
+    path = directory / CARD_FILE
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory} is not a directory")
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: is {directory} an artifact written by `crucible train`?")
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ArtifactError(f"{path} must hold a JSON object")
+    return _parse_card(document, path)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_artifact(directory: Path) -> VerifiedArtifact:
+    """The card and the weights file, once the file's sha256 matches the card's."""
+    card = read_card(directory)
+    path = directory / card.weights_file
+    if not path.is_file():
+        raise ArtifactError(f"weights file {path} is missing")
+    actual = sha256_of(path)
+    if actual != card.sha256:
+        raise ArtifactError(
+            f"checksum mismatch for {path}: model.json says sha256 {card.sha256}, the file has {actual}"
+        )
+    return VerifiedArtifact(directory, card, path)

@@ -1,0 +1,92 @@
+"""`crucible serve`: the subcommand's flags. Nothing heavy is imported here (torch, fastapi load
+when the command runs), so `crucible --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from crucible.server.settings import ServerSettings
+
+DEFAULTS = ServerSettings()
+EXIT_INVALID = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from crucible.server.artifact import ArtifactError, verify_artifact
+
+    # Checked before torch loads, so a refusal takes a moment, not seconds.
+    try:
+        artifact = verify_artifact(Path(args.model))
+    except ArtifactError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    # Idle OpenMP workers of the forward pass would otherwise spin on the cores the event loop
+    # needs to read requests; on a busy or shared CPU that spinning slows small batches many times.
+    # It has to be set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from crucible.server.main import serve
+
+    settings = ServerSettings(
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        max_body_bytes=args.max_body_bytes,
+        max_images=args.max_images,
+    )
+    return serve(artifact, args.name, args.host, args.port, args.device, settings)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="Serve a trained model over HTTP (Open Inference Protocol v2, uploads, metrics).",
+        description="Load an artifact written by `crucible train`, verify its sha256, warm up, and serve it. "
+        "Exits 2 when the artifact cannot be served.",
+    )
+    serve.add_argument(
+        "--model", required=True, metavar="DIR", help="The artifact directory (model.json, model.pt)."
+    )
+    serve.add_argument("--name", help="The model's name in URLs (default: the name in model.json).")
+    serve.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 in a container).")
+    serve.add_argument("--port", type=int, default=8080, help="Port to listen on; 0 picks a free one.")
+    serve.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=DEFAULTS.max_batch_size,
+        help="Most images per forward pass.",
+    )
+    serve.add_argument(
+        "--max-batch-delay-ms",
+        type=_non_negative_float,
+        default=DEFAULTS.max_batch_delay_ms,
+        help="Longest a request waits for others to share its forward pass, under load.",
+    )
+    serve.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to run the model."
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=DEFAULTS.max_body_bytes,
+        help="Largest request body; larger ones get 413.",
+    )
+    serve.add_argument(
+        "--max-images", type=_positive_int, default=DEFAULTS.max_images, help="Most images in one request."
+    )
+    serve.set_defaults(handler=_cmd_serve)

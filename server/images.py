@@ -1,0 +1,56 @@
+"""Uploaded image files -> raw RGB pixels at the model's input size.
+
+Images go through the same steps as the trainer's image folders (`convert("RGB")`, bilinear resize),
+so a picture uploaded here reaches the model as a picture in the training set did.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from crucible.server.errors import InvalidInput, UnsupportedMediaType
+
+ACCEPTED_FORMATS = ("PNG", "JPEG")
+# A decompression bomb (a small file that expands to gigapixels) is refused before it is decoded.
+MAX_PIXELS = 64 * 1024 * 1024
+
+
+def decode_image(data: bytes, filename: str, size: tuple[int, int]) -> np.ndarray:
+    """One PNG or JPEG file -> uint8 pixels [3, H, W] resized to `size` (H, W)."""
+    if not data:
+        raise InvalidInput(f"file {filename!r} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image_format = image.format
+            if image_format not in ACCEPTED_FORMATS:
+                raise UnsupportedMediaType(
+                    f"file {filename!r} is {image_format or 'not an image'}; accepted: PNG, JPEG"
+                )
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise InvalidInput(
+                    f"file {filename!r} is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels"
+                )
+            rgb = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+    except UnidentifiedImageError:
+        raise UnsupportedMediaType(f"file {filename!r} is not an image; accepted: PNG, JPEG") from None
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
+        raise InvalidInput(f"file {filename!r} cannot be decoded: {error}") from None
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_images(files: list[tuple[str, bytes]], size: tuple[int, int]) -> np.ndarray:
+    """Every uploaded file, in order, as one uint8 batch [N, 3, H, W]."""
+    return np.ascontiguousarray(np.stack([decode_image(data, name, size) for name, data in files]))

@@ -1,0 +1,86 @@
+"""The server process: load and verify the artifact, warm up, then serve with uvicorn until told to
+stop. SIGTERM (or Ctrl+C) stops taking connections, lets the requests in flight finish, drains the
+batch queue, and exits 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import uvicorn
+from fastapi import FastAPI
+
+from crucible.resources import available_cpus
+from crucible.server.app import create_app
+from crucible.server.artifact import ArtifactError, VerifiedArtifact
+from crucible.server.repository import ModelRepository, configure_threads, load_verified
+from crucible.server.settings import ServerSettings
+from crucible.trainer.engine import pick_device
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+# How long requests in flight may take to finish after SIGTERM; Kubernetes' default grace is 30 s.
+GRACEFUL_SHUTDOWN_SECONDS = 25
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+log = logging.getLogger("crucible.server")
+
+
+def run_server(app: FastAPI, host: str, port: int) -> int:
+    """Serve `app` until SIGTERM or SIGINT, then shut down gracefully; the exit code."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        # The metrics count every request; a log line per request would cost more than a small model.
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal once its graceful shutdown is done, so that the process
+    # ends the way the signal's previous handler says. With Python's defaults that is "killed by
+    # SIGTERM" (or KeyboardInterrupt); this handler takes the signal instead, and a clean stop exits 0.
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _: received.append(number)) for sig in _STOP_SIGNALS}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        log.info("stopped by %s after finishing the requests in flight", signal.Signals(received[0]).name)
+    return EXIT_OK if server.started else EXIT_FAILED
+
+
+def serve(
+    artifact: VerifiedArtifact,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    device: str = "auto",
+    settings: ServerSettings | None = None,
+    threads: int | None = None,
+) -> int:
+    """Load the verified artifact, warm up, serve: the exit code (2, with one line saying why, when the
+    weights do not load)."""
+    settings = settings or ServerSettings()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    try:
+        torch_device = pick_device(device)
+        configure_threads(threads or available_cpus())
+        model = load_verified(artifact, torch_device, name)
+    except (ArtifactError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    model.warm_up(tuple(sorted({1, settings.max_batch_size})))
+    log.info(
+        "model %s ready: %s, %d classes, input %s, sha256 %s, on %s",
+        model.name,
+        model.card.architecture,
+        len(model.classes),
+        "x".join(str(d) for d in model.image_shape),
+        model.card.sha256,
+        torch_device,
+    )
+    return run_server(create_app(ModelRepository([model]), settings), host, port)

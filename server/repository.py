@@ -1,0 +1,132 @@
+"""The model repository: load a verified artifact, warm it up, say when it is ready, find it by name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crucible.server.artifact import CARD_FILE, ArtifactError, ModelCard, VerifiedArtifact, verify_artifact
+from crucible.server.errors import ModelNotFound, ModelNotReady
+
+log = logging.getLogger(__name__)
+
+
+class Model:
+    """A loaded classifier: batches of images in, class probabilities out. Not thread-safe: one
+    inference worker calls `predict`."""
+
+    def __init__(self, name: str, card: ModelCard, module: torch.nn.Module, device: torch.device) -> None:
+        self.name = name
+        self.card = card
+        self.version = card.sha256[:12]
+        self.device = device
+        self.module = module.to(device).eval()
+        self.ready = False
+        self._mean = torch.tensor(card.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(card.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.card.image_shape
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    def _model_input(self, parts: list[np.ndarray]) -> torch.Tensor:
+        """One float32 batch on the device: UINT8 parts scaled and normalized as in training
+        (`(pixels / 255 - mean) / std`), FP32 parts taken as already normalized."""
+        total = sum(len(part) for part in parts)
+        batch = torch.empty((total, *self.image_shape), dtype=torch.float32, device=self.device)
+        offset = 0
+        for part in parts:
+            rows = batch[offset : offset + len(part)]
+            # Pixels travel to the device as uint8: a quarter of the bytes of float32.
+            rows.copy_(torch.from_numpy(part).to(self.device, non_blocking=True))
+            if part.dtype == np.uint8:
+                rows.div_(255.0).sub_(self._mean).div_(self._std)
+            offset += len(part)
+        return batch
+
+    def predict(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Probabilities float32 [N, C] for the images of every part, in order, in one forward pass."""
+        with torch.inference_mode():
+            logits = self.module(self._model_input(parts))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Run the batch sizes the server will see first, so no client pays for lazy initialisation."""
+        for size in batch_sizes:
+            self.predict([np.zeros((size, *self.image_shape), dtype=np.uint8)])
+        self.ready = True
+
+
+def load_verified(artifact: VerifiedArtifact, device: torch.device, name: str | None = None) -> Model:
+    """Build the network of a verified artifact and load its weights; ArtifactError when they do not fit."""
+    from crucible.trainer.models import build_model
+
+    card = artifact.card
+    try:
+        module = build_model(card.architecture, len(card.classes), card.dropout)
+    except ValueError as error:
+        raise ArtifactError(f"{artifact.directory / CARD_FILE}: {error}") from None
+    try:
+        state = torch.load(artifact.weights, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except Exception as error:  # torch raises many kinds for a bad file; all mean the same here
+        raise ArtifactError(f"cannot load weights {artifact.weights}: {error}") from None
+    log.info(
+        "loaded %s (%s, %d classes) from %s",
+        name or card.name,
+        card.architecture,
+        len(card.classes),
+        artifact.directory,
+    )
+    return Model(name or card.name, card, module, device)
+
+
+def load_artifact(directory: Path, device: torch.device, name: str | None = None) -> Model:
+    """Verify and load an artifact directory; ArtifactError with a message a person can act on."""
+    return load_verified(verify_artifact(directory), device, name)
+
+
+def configure_threads(threads: int) -> None:
+    """Intra-op threads for the forward pass; the caller sizes them from the real CPU limit."""
+    torch.set_num_threads(max(1, threads))
+
+
+class ModelRepository:
+    """The models this server serves, by name."""
+
+    def __init__(self, models: list[Model] | None = None) -> None:
+        self._models: dict[str, Model] = {}
+        for model in models or []:
+            self.add(model)
+
+    def add(self, model: Model) -> None:
+        if model.name in self._models:
+            raise ValueError(f"a model named {model.name!r} is already served")
+        self._models[model.name] = model
+
+    def models(self) -> list[Model]:
+        return list(self._models.values())
+
+    def default(self) -> Model:
+        if not self._models:
+            raise ModelNotFound("(none)")
+        return next(iter(self._models.values()))
+
+    def get(self, name: str, version: str | None = None) -> Model:
+        model = self._models.get(name)
+        if model is None or (version is not None and version != model.version):
+            raise ModelNotFound(name, version)
+        return model
+
+    def get_ready(self, name: str, version: str | None = None) -> Model:
+        model = self.get(name, version)
+        if not model.ready:
+            raise ModelNotReady(name)
+        return model

@@ -1,0 +1,78 @@
+"""Uploaded files -> pixels at the model's input size, or a clear refusal."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crucible.server import images
+from crucible.server.errors import InvalidInput, UnsupportedMediaType
+
+
+def encoded(image: Image.Image, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def test_a_png_is_resized_bilinearly_to_the_input_size_as_channels_first_rgb():
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 20, 3), dtype=np.uint8))
+    pixels = images.decode_image(encoded(picture, "PNG"), "a.png", (16, 12))
+    assert (pixels.shape, pixels.dtype) == ((3, 16, 12), np.uint8)
+    expected = np.asarray(picture.resize((12, 16), Image.BILINEAR)).transpose(2, 0, 1)
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_grayscale_and_transparent_images_become_rgb():
+    gray = images.decode_image(encoded(Image.new("L", (8, 8), 200), "PNG"), "g.png", (8, 8))
+    assert gray.shape == (3, 8, 8) and (gray == 200).all()
+    rgba = images.decode_image(encoded(Image.new("RGBA", (8, 8), (10, 20, 30, 0)), "PNG"), "t.png", (8, 8))
+    assert rgba[:, 0, 0].tolist() == [10, 20, 30]
+
+
+def test_a_jpeg_is_accepted():
+    assert images.decode_image(
+        encoded(Image.new("RGB", (40, 40), "red"), "JPEG"), "r.jpg", (16, 16)
+    ).shape == (3, 16, 16)
+
+
+def test_several_files_make_one_batch_in_order():
+    files = [(f"{v}.png", encoded(Image.new("L", (4, 4), v), "PNG")) for v in (10, 20, 30)]
+    batch = images.decode_images(files, (4, 4))
+    assert batch.shape == (3, 3, 4, 4)
+    assert batch[:, 0, 0, 0].tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (b"just some text", UnsupportedMediaType, "file 'f' is not an image; accepted: PNG, JPEG"),
+        (
+            encoded(Image.new("RGB", (4, 4)), "BMP"),
+            UnsupportedMediaType,
+            "file 'f' is BMP; accepted: PNG, JPEG",
+        ),
+        (b"", InvalidInput, "file 'f' is empty"),
+    ],
+)
+def test_files_that_are_not_png_or_jpeg_are_refused(data, error, message):
+    with pytest.raises(error) as refused:
+        images.decode_image(data, "f", (8, 8))
+    assert refused.value.message == message
+
+
+def test_a_truncated_png_is_refused_as_undecodable():
+    truncated = encoded(Image.new("RGB", (64, 64), "blue"), "PNG")[:60]
+    with pytest.raises(InvalidInput) as refused:
+        images.decode_image(truncated, "cut.png", (8, 8))
+    assert refused.value.message.startswith("file 'cut.png' cannot be decoded: ")
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    with pytest.raises(InvalidInput) as refused:
+        images.decode_image(encoded(Image.new("L", (11, 10)), "PNG"), "bomb.png", (8, 8))
+    assert refused.value.message == "file 'bomb.png' is 11x10 pixels; the limit is 100 pixels"
