@@ -49,7 +49,7 @@ class TrainResult(BaseModel):
     phase: Literal["Succeeded", "Failed"]
     reason: str = ""
     gates: dict[str, GateReport] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float | None] = Field(default_factory=dict)
     artifact: Artifact | None = None
 
     @property

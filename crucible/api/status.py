@@ -1,0 +1,116 @@
+"""Typed models of what the operator writes into each resource's status (the CRDs' status schemas).
+
+Conditions follow the Kubernetes shape that kstatus and Argo CD read. Fields left None are written as
+null in a merge patch, which removes them, so a status never keeps a stale value.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_patch(self) -> dict:
+        """camelCase JSON for a merge patch: a top-level None becomes null, which clears the old value;
+        nested Nones are dropped (a merge patch cannot store a null)."""
+        written = self.model_dump(by_alias=True, mode="json", exclude_none=True)
+        names = [info.alias or name for name, info in type(self).model_fields.items()]
+        return {name: written.get(name) for name in names}
+
+
+class Condition(StatusModel):
+    """One aspect of the resource's state, as True, False or Unknown, with a reason."""
+
+    type: str = Field(..., max_length=316, description="Which aspect: Ready, GatesPassed, ...")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field(..., max_length=1024, description="Why, as one CamelCase word.")
+    message: str = Field("", max_length=32768, description="Why, for a person.")
+    last_transition_time: datetime = Field(..., description="When the status last changed.")
+    observed_generation: int | None = Field(
+        None, ge=0, description="The metadata.generation this condition was computed for."
+    )
+
+
+class CheckStatus(StatusModel):
+    """One measured check of a gate."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: float | None = Field(None, description="The measured value (null when it could not be measured).")
+    threshold: float | None = Field(None, description="The bound the value is held to.")
+    op: str | None = Field(None, description="How value is compared with threshold, such as <= or >=.")
+    passed: bool = Field(..., description="Whether the check passed.")
+
+
+class GateStatus(StatusModel):
+    """A gate's verdict with every check it made."""
+
+    model_config = ConfigDict(extra="allow")
+
+    passed: bool = Field(..., description="Whether every check of the gate passed.")
+    checks: dict[str, CheckStatus] = Field(default_factory=dict, description="Each check by name.")
+    mean: float | None = Field(None, description="crossValidation: mean score over the folds.")
+    std: float | None = Field(None, description="crossValidation: standard deviation of the fold scores.")
+    folds: list[float] | None = Field(None, description="crossValidation: the score of each fold.")
+
+
+class ArtifactStatus(StatusModel):
+    """The exported model."""
+
+    uri: str = Field(..., description="Where the artifact directory is, such as pvc://claim/path.")
+    sha256: str = Field(..., description="sha256 of the weights file, checked by the server on load.")
+
+
+class TrainingRunStatus(StatusModel):
+    """What the run is doing or how it ended; written by the operator only."""
+
+    phase: TrainingPhase | None = Field(None, description="Pending, Running, Succeeded or Failed.")
+    reason: str | None = Field(
+        None, description="Why the run failed (the failing gate, its value and bound), or why it cannot run."
+    )
+    job_name: str | None = Field(None, description="The trainer Job of this run.")
+    start_time: datetime | None = Field(None, description="When the trainer Job started.")
+    completion_time: datetime | None = Field(None, description="When the trainer Job ended.")
+    observed_generation: int | None = Field(None, description="The metadata.generation this status is for.")
+    gates: dict[str, GateStatus] | None = Field(None, description="Each gate's verdict and checks, by gate.")
+    metrics: dict[str, float | None] | None = Field(
+        None, description="Held-out and training metrics: accuracy, macroF1, loss, cvMean, ..."
+    )
+    artifact: ArtifactStatus | None = Field(None, description="The exported model, once the run succeeded.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready (the model is usable) and GatesPassed."
+    )
+
+
+class ServedModel(StatusModel):
+    """The model the servers run."""
+
+    training_run: str = Field(..., description="The TrainingRun that produced it.")
+    uri: str = Field(..., description="Its artifact.")
+    sha256: str = Field(..., description="sha256 of its weights.")
+    accuracy: float | None = Field(None, description="Its held-out accuracy when it was trained.")
+
+
+class ModelDeploymentStatus(StatusModel):
+    """What is being served and whether it is ready; written by the operator only."""
+
+    observed_generation: int | None = Field(None, description="The metadata.generation this status is for.")
+    current_model: ServedModel | None = Field(None, description="The model the servers run now.")
+    deployment_name: str | None = Field(None, description="The Deployment running the servers.")
+    service_name: str | None = Field(None, description="The Service in front of them.")
+    url: str | None = Field(None, description="Where the servers answer inside the cluster.")
+    replicas: int | None = Field(None, description="Server pods, ready or not.")
+    ready_replicas: int | None = Field(None, description="Server pods passing their readiness probe.")
+    updated_replicas: int | None = Field(None, description="Server pods running the current model.")
+    available_replicas: int | None = Field(None, description="Server pods ready for minReadySeconds.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready (serving the requested model) and Progressing."
+    )

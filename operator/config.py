@@ -1,0 +1,124 @@
+"""Operator configuration: node pools, images, the artifacts volume, Job limits.
+
+Read from a YAML file (`crucible operator --config FILE`, or the file named by $CRUCIBLE_OPERATOR_CONFIG;
+the Helm chart mounts its values there). Every key has a default, so an empty file is a valid config
+with the two pools `cpu` and `gpu`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+import crucible
+from crucible.api.common import SpecModel
+from crucible.api.manifest import InvalidSpec, describe_validation_error
+
+CONFIG_ENV = "CRUCIBLE_OPERATOR_CONFIG"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+class ImagesConfig(SpecModel):
+    """Container images for the pods the operator creates."""
+
+    trainer: str = Field(f"crucible-trainer:{crucible.__version__}", description="Runs `crucible-train`.")
+    server: str = Field(f"crucible-server:{crucible.__version__}", description="Runs `crucible serve`.")
+    pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of every container.")
+
+
+class NodePool(SpecModel):
+    """Where pods of this pool may run: scheduling rules and the extended resource its GPUs are."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels pods must match.")
+    tolerations: list[dict] = Field(
+        default_factory=list, description="Taints of the pool's nodes to tolerate."
+    )
+    gpu_resource: str | None = Field(
+        None, description="Extended resource a gpu count requests (nvidia.com/gpu); unset: the pool has none."
+    )
+    runtime_class_name: str | None = Field(None, description="RuntimeClass of pods on this pool (nvidia).")
+    images: ImagesConfig | None = Field(None, description="Images for this pool (CUDA builds on gpu pools).")
+
+    @property
+    def has_gpus(self) -> bool:
+        return self.gpu_resource is not None
+
+
+def _default_pools() -> dict[str, NodePool]:
+    return {
+        "cpu": NodePool(),
+        "gpu": NodePool(
+            node_selector={"nvidia.com/gpu.present": "true"},
+            tolerations=[GPU_TOLERATION],
+            gpu_resource="nvidia.com/gpu",
+            images=ImagesConfig(
+                trainer=f"crucible-trainer-cuda:{crucible.__version__}",
+                server=f"crucible-server-cuda:{crucible.__version__}",
+            ),
+        ),
+    }
+
+
+class ArtifactsConfig(SpecModel):
+    """The volume artifacts are written to and served from."""
+
+    claim: str = Field(
+        "crucible-artifacts",
+        description="PersistentVolumeClaim for runs whose spec.output.uri is unset or a relative path.",
+    )
+    mount_path: str = Field("/artifacts", description="Where artifact volumes are mounted in pods.")
+
+
+class TrainingConfig(SpecModel):
+    """Limits of every trainer Job."""
+
+    backoff_limit: int = Field(
+        2, ge=0, le=10, description="Retries after infrastructure failures (a failed gate never retries)."
+    )
+    active_deadline_seconds: int = Field(24 * 3600, ge=60, description="A run is stopped after this long.")
+    ttl_seconds_after_finished: int = Field(
+        7 * 24 * 3600, ge=0, description="Finished Jobs and their pods are deleted after this long."
+    )
+
+
+class OperatorConfig(SpecModel):
+    """Everything the operator needs to know about the cluster it runs in."""
+
+    node_pools: dict[str, NodePool] = Field(default_factory=_default_pools, description="Pools by name.")
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    def pool(self, name: str, field: str) -> NodePool:
+        """The pool named by a spec; InvalidSpec naming `field` and the pools there are otherwise."""
+        if name not in self.node_pools:
+            allowed = ", ".join(sorted(self.node_pools))
+            raise InvalidSpec(field, f"node pool {name!r} is not configured; allowed values: {allowed}")
+        return self.node_pools[name]
+
+    def images_for(self, pool: NodePool) -> ImagesConfig:
+        return pool.images or self.images
+
+
+def load_config(path: str | Path | None = None) -> OperatorConfig:
+    """The configuration in `path` (or $CRUCIBLE_OPERATOR_CONFIG); defaults when neither is set."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return OperatorConfig()
+    try:
+        document = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise InvalidSpec("--config", f"no such file: {path}") from None
+    except yaml.YAMLError as error:
+        raise InvalidSpec(str(path), f"invalid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidSpec(str(path), "must be a mapping with nodePools, images, artifacts, training")
+    try:
+        return OperatorConfig.model_validate(document)
+    except ValidationError as error:
+        text = describe_validation_error(error, OperatorConfig, root="config")
+        field, _, detail = text.partition(": ")
+        raise InvalidSpec(field, detail) from None

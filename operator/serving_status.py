@@ -1,0 +1,136 @@
+"""Whether a TrainingRun may be served, and a ModelDeployment's status from its Deployment (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crucible.api.manifest import InvalidSpec
+from crucible.api.status import Condition, ModelDeploymentStatus, ServedModel
+from crucible.operator.artifacts import VolumePath, parse_pvc_uri
+from crucible.operator.conditions import carried_over, condition
+
+READY, PROGRESSING = "Ready", "Progressing"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a run's artifact may be served; if not, a CamelCase reason and a sentence."""
+
+    servable: bool
+    reason: str
+    message: str = ""
+    artifact: VolumePath | None = None
+    model: ServedModel | None = None
+
+
+def _refuse(reason: str, message: str) -> Verdict:
+    return Verdict(False, reason, message)
+
+
+def judge(run: dict | None, run_name: str) -> Verdict:
+    """Only a Succeeded run whose every gate passed, with a mountable artifact, is ever served."""
+    if run is None:
+        return _refuse("TrainingRunNotFound", f"TrainingRun {run_name} does not exist in this namespace")
+    status = run.get("status") or {}
+    phase = status.get("phase")
+    if phase != "Succeeded":
+        why = f": {status['reason']}" if status.get("reason") else ""
+        return _refuse(
+            "TrainingRunNotSucceeded",
+            f"TrainingRun {run_name} is {phase or 'not started'}{why}; only a Succeeded run is served",
+        )
+    failed = sorted(name for name, gate in (status.get("gates") or {}).items() if not gate.get("passed"))
+    if failed:
+        return _refuse("GatesNotPassed", f"TrainingRun {run_name} did not pass: {', '.join(failed)}")
+    artifact = status.get("artifact") or {}
+    if not artifact.get("uri") or not artifact.get("sha256"):
+        return _refuse("ArtifactMissing", f"TrainingRun {run_name} reports no artifact")
+    try:
+        location = parse_pvc_uri(artifact["uri"], "status.artifact.uri")
+    except InvalidSpec as error:
+        return _refuse("ArtifactNotMountable", f"TrainingRun {run_name}: {error.detail}")
+    accuracy = (status.get("metrics") or {}).get("accuracy")
+    model = ServedModel(
+        training_run=run_name, uri=artifact["uri"], sha256=artifact["sha256"], accuracy=accuracy
+    )
+    return Verdict(True, "Servable", artifact=location, model=model)
+
+
+def rollout_state(deployment: dict | None, replicas: int) -> tuple[bool, str, str]:
+    """(ready, reason, message): ready once every replica runs the current template and is available."""
+    if deployment is None:
+        return False, "DeploymentMissing", "the server Deployment does not exist yet"
+    status = deployment.get("status") or {}
+    generation = deployment.get("metadata", {}).get("generation")
+    if generation is not None and (status.get("observedGeneration") or 0) < generation:
+        return False, "RollingOut", "the Deployment controller has not acted on the new spec yet"
+    updated, available = status.get("updatedReplicas") or 0, status.get("availableReplicas") or 0
+    if updated < replicas:
+        return False, "RollingOut", f"{updated} of {replicas} replicas run the current model"
+    if available < replicas:
+        return False, "ReplicasNotReady", f"{available} of {replicas} replicas are available"
+    if (status.get("replicas") or 0) > replicas:
+        return False, "RollingOut", "replicas of the previous model are still stopping"
+    return True, "ServingModel", f"{replicas} of {replicas} replicas are available"
+
+
+def _counts(deployment: dict | None) -> dict:
+    status = (deployment or {}).get("status") or {}
+    return {
+        "replicas": status.get("replicas"),
+        "ready_replicas": status.get("readyReplicas"),
+        "updated_replicas": status.get("updatedReplicas"),
+        "available_replicas": status.get("availableReplicas"),
+    }
+
+
+def _status(
+    body: dict, conditions: list[Condition], deployment: dict | None, **fields: object
+) -> ModelDeploymentStatus:
+    previous = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    kept = {
+        "current_model": previous.get("currentModel"),
+        "deployment_name": previous.get("deploymentName"),
+        "service_name": previous.get("serviceName"),
+        "url": previous.get("url"),
+    }
+    return ModelDeploymentStatus(
+        observed_generation=generation,
+        conditions=carried_over(previous.get("conditions"), conditions),
+        **{**kept, **_counts(deployment), **fields},
+    )
+
+
+def not_served_status(
+    body: dict, reason: str, message: str, deployment: dict | None
+) -> ModelDeploymentStatus:
+    """The requested model cannot be served: say why; whatever runs keeps running, untouched."""
+    generation = body["metadata"].get("generation")
+    current = ((body.get("status") or {}).get("currentModel") or {}).get("trainingRun")
+    if current:
+        message = f"{message}; still serving {current}"
+    conditions = [
+        condition(READY, False, reason, message, generation),
+        condition(PROGRESSING, False, reason, message, generation),
+    ]
+    return _status(body, conditions, deployment)
+
+
+def serving_status(
+    body: dict, model: ServedModel, deployment: dict, service_name: str, url: str, replicas: int
+) -> ModelDeploymentStatus:
+    generation = body["metadata"].get("generation")
+    ready, reason, message = rollout_state(deployment, replicas)
+    message = f"{message} ({model.training_run})"
+    progressing = condition(PROGRESSING, not ready, "RollingOut" if not ready else "RolloutComplete", message)
+    conditions = [condition(READY, ready, reason, message, generation), progressing]
+    return _status(
+        body,
+        conditions,
+        deployment,
+        current_model=model,
+        deployment_name=deployment["metadata"]["name"],
+        service_name=service_name,
+        url=url,
+    )

@@ -1,0 +1,137 @@
+"""TrainingRun -> trainer Job, and the Job's progress and result back into the run's status.
+
+Two writers would race on the run's status, so there is one: the Job's handler (kopf handles one
+object's events in order). The run's own handler only makes sure the children exist, except for an
+invalid spec, where no Job exists to report anything.
+"""
+
+from __future__ import annotations
+
+import kopf
+
+from crucible.api.manifest import InvalidSpec
+from crucible.api.status import TrainingRunStatus
+from crucible.operator import naming
+from crucible.operator.client import Kube, Ref
+from crucible.operator.config import OperatorConfig
+from crucible.operator.manifests.training import CONTAINER, training_children
+from crucible.operator.planning import plan_training
+from crucible.operator.training_status import (
+    finished_status,
+    in_progress_status,
+    invalid_status,
+    job_phase,
+    termination_of,
+)
+
+FINAL_PHASES = ("Succeeded", "Failed")
+RECREATED_DELAY = 10
+
+
+def has_not_finished(status: dict, **_: object) -> bool:
+    """A run still to start or to watch (a run that failed validation has no Job and may be fixed)."""
+    return status.get("phase") not in FINAL_PHASES or not status.get("jobName")
+
+
+def unchanged(previous: dict, patch: dict) -> bool:
+    return all(previous.get(key) == value for key, value in patch.items())
+
+
+def _uid(body: dict) -> str | None:
+    return body.get("metadata", {}).get("uid")
+
+
+def _controller_uid(body: dict) -> str | None:
+    references = body.get("metadata", {}).get("ownerReferences") or []
+    return next((ref.get("uid") for ref in references if ref.get("controller")), None)
+
+
+class Training:
+    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.config = config
+
+    async def start(self, body: kopf.Body, patch: kopf.Patch) -> None:
+        """Make sure the run's ConfigMap and Job exist; the Job's handler takes it from there."""
+        status = dict(body.get("status") or {})
+        try:
+            plan = plan_training(dict(body), self.config)
+        except InvalidSpec as error:
+            self._reject(body, patch, error)
+            return
+        children = training_children(plan, self.config.training)
+        kopf.adopt(children, owner=body)
+        config_map, job = [await self._ensure(child, body) for child in children]
+        if config_map["data"] != children[0]["data"]:
+            message = "the spec changed after the run started and is ignored; create a new TrainingRun"
+            kopf.event(body, type="Warning", reason="SpecChangeIgnored", message=message)
+        if not status.get("jobName"):
+            kopf.event(
+                body, type="Normal", reason="JobCreated", message=f"trainer Job {job['metadata']['name']}"
+            )
+
+    @staticmethod
+    def _reject(body: kopf.Body, patch: kopf.Patch, error: InvalidSpec) -> None:
+        """Before the Job exists: Failed, naming the field, no retries. After: the run goes on."""
+        status = body.get("status") or {}
+        if status.get("jobName"):
+            message = f"the run has started; {error}"
+            kopf.event(body, type="Warning", reason="SpecChangeIgnored", message=message)
+            return
+        invalid = invalid_status(error, body.metadata.get("generation"), status.get("conditions"))
+        patch.status.update(invalid.to_patch())
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=str(error))
+        raise kopf.PermanentError(str(error))
+
+    async def _ensure(self, child: dict, owner: kopf.Body) -> dict:
+        existing, _ = await self.kube.create(child)
+        if _controller_uid(existing) != _uid(owner):
+            # Left by a deleted run of the same name, and about to be garbage-collected.
+            raise kopf.TemporaryError(
+                f"{child['kind']} {child['metadata']['name']} belongs to an earlier TrainingRun of this name",
+                delay=RECREATED_DELAY,
+            )
+        return existing
+
+    async def report(self, job: kopf.Body) -> None:
+        """Mirror the Job into its run's status: Pending/Running, then the trainer's result."""
+        run_name = naming.controller_of(dict(job), "TrainingRun")
+        if run_name is None:
+            return
+        ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job.metadata["namespace"], run_name)
+        run = await self.kube.get(ref)
+        if run is None or _uid(run) != _controller_uid(dict(job)):
+            return  # the run is gone; its Job goes with it
+        previous = run.get("status") or {}
+        status = await self._status_for(dict(job), run, previous)
+        if status is None:
+            return
+        patch = status.to_patch()
+        if unchanged(previous, patch):
+            return
+        await self.kube.patch_status(ref, patch)
+        if status.phase == "Succeeded":
+            kopf.event(run, type="Normal", reason="Succeeded", message=_summary(patch))
+        elif status.phase == "Failed":
+            kopf.event(run, type="Warning", reason="Failed", message=status.reason or "")
+
+    async def _status_for(self, job: dict, run: dict, previous: dict) -> TrainingRunStatus | None:
+        generation = run["metadata"].get("generation")
+        if job_phase(job) not in FINAL_PHASES:
+            if previous.get("phase") in FINAL_PHASES:
+                return None  # an old event of a Job already reported as ended
+            return in_progress_status(job, generation, previous.get("conditions"))
+        pods = await self.kube.list(
+            Ref("v1", "Pod", job["metadata"]["namespace"]), {"job-name": job["metadata"]["name"]}
+        )
+        own_pods = [pod for pod in pods if _controller_uid(pod) == _uid(job)]
+        return finished_status(
+            job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
+        )
+
+
+def _summary(status: dict) -> str:
+    metrics = status.get("metrics") or {}
+    shown = ", ".join(f"{key} {metrics[key]:.4f}" for key in ("accuracy", "cvMean") if key in metrics)
+    artifact = (status.get("artifact") or {}).get("uri", "")
+    return f"{shown}; artifact {artifact}".strip("; ")

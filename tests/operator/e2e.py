@@ -1,0 +1,50 @@
+"""Helpers the end-to-end tests share: reading resources back, checking what the operator created."""
+
+from __future__ import annotations
+
+import kmock
+import kubernetes_validate
+
+from tests.operator.fake_cluster import Cluster, eventually
+
+KUBERNETES_VERSION = "1.33"
+RUNS = "crucible.dev/v1alpha1/trainingruns"
+DEPLOYMENTS = "crucible.dev/v1alpha1/modeldeployments"
+# What the operator creates; the test kubelet creates the pods.
+CHILD_KINDS = ("configmaps", "jobs", "deployments", "services", "poddisruptionbudgets")
+
+
+def status_of(cluster: Cluster, resource: str, name: str) -> dict:
+    return (cluster.get(resource, name) or {}).get("status") or {}
+
+
+def condition_of(status: dict, kind: str) -> dict:
+    return next((item for item in status.get("conditions") or [] if item["type"] == kind), {})
+
+
+async def run_phase(cluster: Cluster, name: str, phases: tuple[str, ...], timeout: float = 60) -> dict:
+    await eventually(
+        lambda: status_of(cluster, RUNS, name).get("phase") in phases, timeout, f"{name} in {phases}"
+    )
+    return status_of(cluster, RUNS, name)
+
+
+def created_by_operator(cluster: Cluster) -> list[dict]:
+    return [
+        request.data
+        for request in cluster.requests
+        if request.action == kmock.action.CREATE
+        and request.resource is not None
+        and request.resource.plural in CHILD_KINDS
+        and isinstance(request.data, dict)
+    ]
+
+
+def assert_created_manifests_are_valid(cluster: Cluster) -> int:
+    manifests = created_by_operator(cluster)
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        owners = manifest["metadata"]["ownerReferences"]
+        assert len(owners) == 1 and owners[0]["controller"] and owners[0]["blockOwnerDeletion"]
+        assert owners[0]["uid"], manifest["metadata"]["name"]
+    return len(manifests)

@@ -1,0 +1,48 @@
+"""`crucible operator` and its install path: no torch, and configuration errors name the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crucible.api.manifest import InvalidSpec
+from crucible.operator.config import load_config
+
+
+def test_the_operator_imports_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "import crucible.operator.handlers, crucible.operator.command, crucible.api.crd\n"
+        "from crucible.cli import build_parser\n"
+        "build_parser()\n"
+        "crucible.api.crd.render_all()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_bad_configuration_names_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "operator.yaml"
+    config.write_text("nodePools:\n  gpu:\n    gpuResources: nvidia.com/gpu\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "crucible", "operator", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "config.nodePools.gpu.gpuResources: unknown field" in result.stderr
+    assert "gpuResource" in result.stderr
+
+
+def test_configuration_defaults_and_errors(tmp_path: Path) -> None:
+    assert sorted(load_config().node_pools) == ["cpu", "gpu"]
+    with pytest.raises(InvalidSpec, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty).artifacts.claim == "crucible-artifacts"

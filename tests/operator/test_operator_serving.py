@@ -1,0 +1,149 @@
+"""ModelDeployment end to end: the real operator serves only runs that passed their gates."""
+
+from __future__ import annotations
+
+import kmock
+
+from tests.conftest import FAST_SPEC
+from tests.operator.e2e import (
+    DEPLOYMENTS,
+    assert_created_manifests_are_valid,
+    condition_of,
+    run_phase,
+    status_of,
+)
+from tests.operator.fake_cluster import Cluster, eventually
+from tests.operator.fake_kubelet import FakeKubelet
+from tests.operator.operator_thread import OperatorThread
+
+SERVERS = "apps/v1/deployments"
+
+
+def serving(run: str, **spec: object) -> dict:
+    return {"model": {"trainingRun": run}, **spec}
+
+
+async def ready(cluster: Cluster, name: str, state: str = "True", reason: str | None = None) -> dict:
+    def check() -> bool:
+        condition = condition_of(status_of(cluster, DEPLOYMENTS, name), "Ready")
+        return condition.get("status") == state and (reason is None or condition.get("reason") == reason)
+
+    await eventually(check, 20, f"{name} Ready={state} {reason or ''}")
+    return status_of(cluster, DEPLOYMENTS, name)
+
+
+def pod_template(cluster: Cluster, name: str) -> dict:
+    return cluster.get(SERVERS, f"{name}-stable")["spec"]["template"]
+
+
+async def test_a_model_deployment_on_the_gpu_pool_renders_gpu_scheduling(
+    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+) -> None:
+    await cluster.create_resource("TrainingRun", "digits", FAST_SPEC)
+    run = await run_phase(cluster, "digits", ("Succeeded",), timeout=20)
+    spec = serving("digits", replicas=2, resources={"nodePool": "gpu", "gpu": 1, "memory": "2Gi"})
+    await cluster.create_resource("ModelDeployment", "digits", spec)
+    status = await ready(cluster, "digits")
+
+    pod = pod_template(cluster, "digits")["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}
+    assert container["image"].startswith("crucible-server-cuda:") and container["command"][-2:] == [
+        "--device",
+        "cuda",
+    ]
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "artifacts", "readOnly": True}
+    assert container["volumeMounts"][0]["subPath"] == run["artifact"]["uri"].split("/", 3)[3]
+
+    assert status["currentModel"] == {
+        "trainingRun": "digits",
+        "uri": run["artifact"]["uri"],
+        "sha256": run["artifact"]["sha256"],
+        "accuracy": 0.97,
+    }
+    assert status["url"] == "http://digits-server.default.svc:80"
+    assert (status["replicas"], status["availableReplicas"]) == (2, 2)
+    assert cluster.get("v1/services", "digits-server")
+    assert cluster.get("policy/v1/poddisruptionbudgets", "digits-server")
+    assert assert_created_manifests_are_valid(cluster) == 5  # ConfigMap, Job, Deployment, Service, PDB
+
+
+async def test_a_run_that_has_not_succeeded_is_never_served(
+    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+) -> None:
+    await cluster.create_resource("ModelDeployment", "md", serving("missing"))
+    status = await ready(cluster, "md", "False", "TrainingRunNotFound")
+    assert "missing does not exist" in condition_of(status, "Ready")["message"]
+
+    await cluster.create_resource("TrainingRun", "broken", {**FAST_SPEC, "resources": {"nodePool": "tpu"}})
+    await run_phase(cluster, "broken", ("Failed",), timeout=20)
+    await cluster.patch_spec("ModelDeployment", "md", serving("broken"))
+    status = await ready(cluster, "md", "False", "TrainingRunNotSucceeded")
+    assert "TrainingRun broken is Failed: InvalidSpec" in condition_of(status, "Ready")["message"]
+    assert not cluster.objects_of(SERVERS) and not cluster.objects_of("v1/services")
+
+    # A good run is served; pinning the broken one again leaves the servers as they are.
+    await cluster.create_resource("TrainingRun", "good", FAST_SPEC)
+    await run_phase(cluster, "good", ("Succeeded",), timeout=20)
+    await cluster.patch_spec("ModelDeployment", "md", serving("good"))
+    await ready(cluster, "md")
+    before = cluster.get(SERVERS, "md-stable")
+    writes = len(cluster.requests)
+    await cluster.patch_spec("ModelDeployment", "md", serving("broken"))
+    status = await ready(cluster, "md", "False", "TrainingRunNotSucceeded")
+    assert condition_of(status, "Ready")["message"].endswith("still serving good")
+    assert status["currentModel"]["trainingRun"] == "good"
+    assert cluster.get(SERVERS, "md-stable") == before
+    touched = [r for r in cluster.requests[writes:] if r.resource and r.resource.plural == "deployments"]
+    assert not [r for r in touched if r.method != kmock.method.GET]
+
+
+async def test_a_deployment_waiting_for_its_run_serves_it_once_it_succeeds(
+    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+) -> None:
+    await cluster.create_resource("ModelDeployment", "early", serving("later"))
+    await ready(cluster, "early", "False", "TrainingRunNotFound")
+    await cluster.create_resource("TrainingRun", "later", FAST_SPEC)
+    status = await ready(cluster, "early")
+    assert status["currentModel"]["trainingRun"] == "later"
+
+
+async def test_changing_the_pinned_run_rolls_the_same_deployment(
+    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+) -> None:
+    for name in ("first", "second"):
+        await cluster.create_resource("TrainingRun", name, FAST_SPEC)
+        await run_phase(cluster, name, ("Succeeded",), timeout=20)
+    await cluster.create_resource("ModelDeployment", "md", serving("first", replicas=2))
+    await ready(cluster, "md")
+    assert cluster.get("policy/v1/poddisruptionbudgets", "md-server")
+
+    await cluster.patch_spec("ModelDeployment", "md", serving("second", replicas=1))
+    await eventually(
+        lambda: status_of(cluster, DEPLOYMENTS, "md")["currentModel"]["trainingRun"] == "second", 20
+    )
+    await ready(cluster, "md")
+    assert list(cluster.objects_of(SERVERS)) == ["md-stable"]
+    template = pod_template(cluster, "md")
+    second = status_of(cluster, "crucible.dev/v1alpha1/trainingruns", "second")
+    assert template["metadata"]["annotations"]["crucible.dev/training-run"] == "second"
+    assert template["metadata"]["annotations"]["crucible.dev/model-sha256"] == second["artifact"]["sha256"]
+    assert cluster.get(SERVERS, "md-stable")["metadata"]["generation"] == 2
+    assert not cluster.objects_of("policy/v1/poddisruptionbudgets")  # one replica needs no budget
+
+    def deployed_events() -> int:  # Events are posted in the background, shortly after
+        return [event["reason"] for event in cluster.objects_of("v1/events").values()].count("ModelDeployed")
+
+    await eventually(lambda: deployed_events() == 2, 10, "two ModelDeployed Events")
+
+
+async def test_an_invalid_model_deployment_names_the_field(
+    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+) -> None:
+    await cluster.create_resource("ModelDeployment", "md", serving("x", resources={"nodePool": "tpu"}))
+    status = await ready(cluster, "md", "False", "InvalidSpec")
+    message = condition_of(status, "Ready")["message"]
+    assert message == "spec.resources.nodePool: node pool 'tpu' is not configured; allowed values: cpu, gpu"
+    assert not cluster.objects_of(SERVERS)

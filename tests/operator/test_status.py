@@ -1,0 +1,180 @@
+"""Reading Jobs, pods and runs back into status: pure functions, no cluster."""
+
+from __future__ import annotations
+
+import json
+
+from crucible.api.result import TrainResult
+from crucible.api.status import ServedModel
+from crucible.operator.conditions import carried_over, condition
+from crucible.operator.serving_status import judge, not_served_status, rollout_state, serving_status
+from crucible.operator.training_status import (
+    Termination,
+    finished_status,
+    in_progress_status,
+    job_phase,
+    termination_of,
+)
+
+
+def job(conditions: list[dict] | None = None, **status: object) -> dict:
+    return {
+        "metadata": {"name": "r-train"},
+        "spec": {"activeDeadlineSeconds": 60},
+        "status": {"conditions": conditions or [], **status},
+    }
+
+
+COMPLETE = [{"type": "Complete", "status": "True"}]
+FAILED = [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]
+
+
+def ended(code: int, message: str, reason: str = "Error", at: str = "2025-01-01T00:00:10Z") -> Termination:
+    return Termination(exit_code=code, reason=reason, message=message, finished_at=at)
+
+
+def test_job_phases() -> None:
+    assert job_phase(job()) == "Pending"
+    assert job_phase(job(active=1)) == "Running"
+    assert job_phase(job(COMPLETE)) == "Succeeded"
+    assert job_phase(job(FAILED)) == "Failed"
+
+
+def test_the_latest_termination_of_the_trainer_container_wins() -> None:
+    def pod(message: str, finished: str) -> dict:
+        terminated = {"exitCode": 1, "message": message, "finishedAt": finished}
+        return {"status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": terminated}}]}}
+
+    found = termination_of(
+        [pod("old", "2025-01-01T00:00:01Z"), pod("new", "2025-01-01T00:00:09Z")], "trainer"
+    )
+    assert found is not None and found.message == "new"
+    assert termination_of([{"status": {}}], "trainer") is None
+
+
+def test_a_failed_gate_is_the_reason_and_its_condition() -> None:
+    result = TrainResult(
+        phase="Failed",
+        reason="debug gate failed: overfitOneBatch = 0.5 (must be < 0.2)",
+        gates={
+            "debug": {
+                "passed": False,
+                "checks": {"overfitOneBatch": {"value": 0.5, "threshold": 0.2, "passed": False}},
+            }
+        },
+    )
+    status = finished_status(job(FAILED), ended(1, result.to_json()), 1, None)
+    assert (status.phase, status.reason) == ("Failed", result.reason)
+    ready, gates = status.conditions
+    assert (ready.status, ready.reason) == ("False", "GateFailed")
+    assert (gates.status, gates.reason, gates.message) == ("False", "DebugGateFailed", result.reason)
+    assert status.gates["debug"].checks["overfitOneBatch"].value == 0.5
+
+
+def test_success_carries_metrics_and_artifact() -> None:
+    result = TrainResult(
+        phase="Succeeded",
+        gates={"debug": {"passed": True}},
+        metrics={"accuracy": 0.97},
+        artifact={"uri": "pvc://a/b", "sha256": "f" * 64},
+    )
+    patch = finished_status(
+        job(COMPLETE, completionTime="2025-01-01T00:01:00Z"), ended(0, result.to_json()), 2, None
+    )
+    written = patch.to_patch()
+    assert written["phase"] == "Succeeded" and written["reason"] is None  # null clears an old reason
+    assert written["metrics"] == {"accuracy": 0.97}
+    assert written["artifact"] == {"uri": "pvc://a/b", "sha256": "f" * 64}
+    assert written["completionTime"] == "2025-01-01T00:01:00Z"
+    assert [c["status"] for c in written["conditions"]] == ["True", "True"]
+
+
+def test_a_nan_metric_does_not_lose_the_result() -> None:
+    message = json.dumps({"phase": "Failed", "reason": "overfitting gate failed", "metrics": {"loss": None}})
+    status = finished_status(job(FAILED), ended(1, message), 1, None)
+    assert status.reason == "overfitting gate failed"
+
+
+def test_crashes_are_explained() -> None:
+    oom = finished_status(job(FAILED), ended(137, "", reason="OOMKilled"), 1, None)
+    assert "raise spec.resources.memory" in oom.reason
+    crash = finished_status(job(FAILED), ended(1, "Traceback...\nRuntimeError: boom"), 1, None)
+    assert crash.reason == "the trainer exited with code 1 (Error): RuntimeError: boom"
+    deadline = [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]
+    assert "deadline (60 s)" in finished_status(job(deadline), None, 1, None).reason
+
+
+def test_transition_time_moves_only_with_the_status() -> None:
+    first = in_progress_status(job(active=1), 1, None).to_patch()["conditions"]
+    first[0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    again = carried_over(first, [condition("Ready", False, "Running")])
+    assert again[0].to_patch()["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    flipped = carried_over(first, [condition("Ready", True, "Succeeded")])
+    assert flipped[0].to_patch()["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+def succeeded_run(**status: object) -> dict:
+    base = {
+        "phase": "Succeeded",
+        "gates": {"debug": {"passed": True}},
+        "metrics": {"accuracy": 0.9},
+        "artifact": {"uri": "pvc://artifacts/ns/r/u", "sha256": "a" * 64},
+    }
+    return {"status": {**base, **status}}
+
+
+def test_only_succeeded_runs_that_passed_every_gate_are_served() -> None:
+    assert judge(None, "r").reason == "TrainingRunNotFound"
+    running = judge({"status": {"phase": "Running"}}, "r")
+    assert (running.servable, running.reason) == (False, "TrainingRunNotSucceeded")
+    assert "is Running" in running.message
+    failed_gate = judge(succeeded_run(gates={"debug": {"passed": False}}), "r")
+    assert (failed_gate.reason, failed_gate.message) == (
+        "GatesNotPassed",
+        "TrainingRun r did not pass: debug",
+    )
+    assert (
+        judge(succeeded_run(artifact={"uri": "file:///x", "sha256": "a"}), "r").reason
+        == "ArtifactNotMountable"
+    )
+    verdict = judge(succeeded_run(), "r")
+    assert verdict.servable and verdict.artifact.claim == "artifacts" and verdict.model.accuracy == 0.9
+
+
+def deployment(generation: int = 1, observed: int = 1, **counts: int) -> dict:
+    return {
+        "metadata": {"name": "md-stable", "generation": generation},
+        "status": {"observedGeneration": observed, **counts},
+    }
+
+
+def test_rollout_state() -> None:
+    assert rollout_state(None, 1)[1] == "DeploymentMissing"
+    assert rollout_state(deployment(2, 1), 1)[1] == "RollingOut"
+    assert (
+        rollout_state(deployment(updatedReplicas=1, availableReplicas=0, replicas=1), 1)[1]
+        == "ReplicasNotReady"
+    )
+    assert rollout_state(deployment(updatedReplicas=2, availableReplicas=2, replicas=3), 2)[1] == "RollingOut"
+    assert rollout_state(deployment(updatedReplicas=2, availableReplicas=2, replicas=2), 2)[0] is True
+
+
+def test_not_served_keeps_the_current_model_and_says_so() -> None:
+    body = {
+        "metadata": {"generation": 3},
+        "status": {"currentModel": {"trainingRun": "old", "uri": "u", "sha256": "s"}},
+    }
+    status = not_served_status(body, "TrainingRunNotSucceeded", "TrainingRun new is Running", None).to_patch()
+    assert status["currentModel"]["trainingRun"] == "old"
+    assert status["conditions"][0]["message"] == "TrainingRun new is Running; still serving old"
+    assert status["observedGeneration"] == 3
+
+
+def test_serving_status() -> None:
+    body = {"metadata": {"generation": 1}}
+    model = ServedModel(training_run="r", uri="pvc://a/b", sha256="s")
+    ready = deployment(updatedReplicas=1, availableReplicas=1, replicas=1, readyReplicas=1)
+    status = serving_status(body, model, ready, "md-server", "http://md-server.ns.svc:80", 1).to_patch()
+    assert status["conditions"][0]["status"] == "True"
+    assert status["currentModel"]["trainingRun"] == "r"
+    assert (status["deploymentName"], status["readyReplicas"]) == ("md-stable", 1)
