@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crucible.server.command",
     "crucible.operator.command",
+    "crucible.tuning.command",
 )
 
 
