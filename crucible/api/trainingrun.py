@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from crucible.api.common import SpecModel
 
-ARCHITECTURES = (
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "efficientnet_b0",
-    "tiny_cnn",
-)
 Architecture = Literal[
     "mobilenet_v3_small",
     "mobilenet_v3_large",
@@ -26,6 +17,7 @@ Architecture = Literal[
     "efficientnet_b0",
     "tiny_cnn",
 ]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 DatasetSource = Literal["digits", "fake", "imageFolder"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["none", "cosine", "onecycle", "step"]
