@@ -31,6 +31,7 @@ PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "TrainingRun": "trainingruns",
     "ModelDeployment": "modeldeployments",
+    "TuningJob": "tuningjobs",
 }
 
 

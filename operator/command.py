@@ -31,6 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=DEFAULT_LIVENESS,
         help="Liveness endpoint URL, or 'none' (default: %(default)s).",
     )
+    operator.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="Coordinate replicas through kopf's peering object NAME: one works, the others stand by "
+        "(default: standalone, exactly one replica).",
+    )
     operator.add_argument("--verbose", action="store_true", help="Log every handler call.")
     operator.set_defaults(handler=_cmd_operator)
 
@@ -46,6 +52,7 @@ def run_operator(
     liveness: str | None = DEFAULT_LIVENESS,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
+    peering: str | None = None,
 ) -> None:
     """Run until stopped (a signal, or `stop_flag` when embedded in a thread). Blocks."""
     import asyncio
@@ -56,10 +63,13 @@ def run_operator(
     from crucible.operator.config import load_config
 
     memo = kopf.Memo(config=load_config(config_path), kubeconfig=kubeconfig)
+    # Without peering exactly one replica runs and no peering objects are needed. A peering name,
+    # once given, makes kopf wait for its peering object: pass it only when asked for.
+    peering_options = {"peering_name": peering, "standalone": False} if peering else {"standalone": True}
     operator = kopf.operator(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
-        standalone=True,  # one replica; no peering objects needed
+        **peering_options,
         liveness_endpoint=liveness or None,
         memo=memo,
         stop_flag=stop_flag,
@@ -81,7 +91,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     kopf.configure(verbose=args.verbose)
     liveness = None if args.liveness == "none" else args.liveness
-    run_operator(args.namespace, args.config, args.kubeconfig, liveness)
+    run_operator(args.namespace, args.config, args.kubeconfig, liveness, peering=args.peering)
     return 0
 
 

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 import crucible
 from crucible.api.common import SpecModel
 from crucible.api.manifest import InvalidSpec, describe_validation_error
+from crucible.operator.tuning_config import TuningConfig
 
 CONFIG_ENV = "CRUCIBLE_OPERATOR_CONFIG"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -84,6 +85,20 @@ class TrainingConfig(SpecModel):
     )
 
 
+class PromotionConfig(SpecModel):
+    """Platform-wide minimums for promoting a model automatically (tuningJob or selector sources). A
+    ModelDeployment's spec.promotion may add gates and demand more, never less."""
+
+    required_gates: list[str] = Field(
+        default_factory=list, description="Gates every promoted run must have run and passed."
+    )
+    min_metric: dict[str, float] = Field(
+        default_factory=dict,
+        description="Lowest value of each named status.metrics entry a promoted run may have "
+        "(accuracy: 0.9); a run without that metric is not promoted.",
+    )
+
+
 class OperatorConfig(SpecModel):
     """Everything the operator needs to know about the cluster it runs in."""
 
@@ -91,6 +106,8 @@ class OperatorConfig(SpecModel):
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
     def pool(self, name: str, field: str) -> NodePool:
         """The pool named by a spec; InvalidSpec naming `field` and the pools there are otherwise."""

@@ -3,6 +3,7 @@ and serving.py). Importing this module registers the handlers; `crucible operato
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -14,10 +15,14 @@ from crucible.operator.client import Kube
 from crucible.operator.config import load_config
 from crucible.operator.serving import Serving
 from crucible.operator.training import Training, has_not_finished
+from crucible.operator.tuning import Tuning
 
 TRAINING_RUNS = (API_GROUP, API_VERSION, "trainingruns")
 MODEL_DEPLOYMENTS = (API_GROUP, API_VERSION, "modeldeployments")
 RETRY_BACKOFF = 10
+TUNING_JOBS = (API_GROUP, API_VERSION, "tuningjobs")
+ROLLOUT_TICK = 2  # seconds; analysis reads metrics only every spec.rollout.analysis.interval
+RESYNC_INTERVAL = 60
 
 
 @kopf.on.startup()
@@ -34,6 +39,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
     kube = memo.setdefault("kube", Kube())
     memo.training = Training(kube, config)
     memo.serving = Serving(kube, config)
+    memo.tuning = Tuning(kube, config)
 
 
 @kopf.on.login()
@@ -81,6 +87,44 @@ async def serve_changed_run(
         await memo.serving.reconcile(namespace, deployment)
 
 
+@kopf.index(*MODEL_DEPLOYMENTS)
+def automatic_deployments(namespace: str, name: str, spec: kopf.Spec, **_: object) -> dict | None:
+    """ModelDeployments that pick their own model (a selector or a TuningJob), by namespace."""
+    model = spec.get("model") or {}
+    return {namespace: name} if model.get("selector") is not None or model.get("tuningJob") else None
+
+
+@kopf.on.field(*TRAINING_RUNS, field="status.phase", backoff=RETRY_BACKOFF)
+@kopf.on.field(*TUNING_JOBS, field="status.bestTrial", backoff=RETRY_BACKOFF)
+async def offer_candidate(
+    namespace: str, automatic_deployments: kopf.Index, memo: kopf.Memo, **_: object
+) -> None:
+    """A run finished or a search found a better trial: deployments picking their model may promote it."""
+    for deployment in automatic_deployments.get(namespace, []):
+        await memo.serving.reconcile(namespace, deployment)
+
+
+def rollout_in_progress(status: kopf.Status, **_: object) -> bool:
+    return bool(status.get("canary") or status.get("candidateModel"))
+
+
+@kopf.timer(*MODEL_DEPLOYMENTS, interval=ROLLOUT_TICK, when=rollout_in_progress)
+async def step_rollout(namespace: str, name: str, memo: kopf.Memo, **_: object) -> None:
+    """A canary runs or a candidate awaits approval: analyse, then advance, promote or roll back."""
+    await memo.serving.reconcile(namespace, name)
+
+
+def picks_its_model(spec: kopf.Spec, **_: object) -> bool:
+    model = spec.get("model") or {}
+    return model.get("selector") is not None or bool(model.get("tuningJob"))
+
+
+@kopf.timer(*MODEL_DEPLOYMENTS, interval=RESYNC_INTERVAL, when=picks_its_model)
+async def resync_candidates(namespace: str, name: str, memo: kopf.Memo, **_: object) -> None:
+    """A safety net for missed events: relabelled runs, a TuningJob that changed while we were away."""
+    await memo.serving.reconcile(namespace, name)
+
+
 @kopf.on.resume(*MODEL_DEPLOYMENTS, backoff=RETRY_BACKOFF)
 @kopf.on.create(*MODEL_DEPLOYMENTS, backoff=RETRY_BACKOFF)
 @kopf.on.update(*MODEL_DEPLOYMENTS, field="spec", backoff=RETRY_BACKOFF)
@@ -99,3 +143,44 @@ async def report_serving(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: 
     owner = naming.controller_of(dict(body), "ModelDeployment")
     if owner is not None:
         await memo.serving.reconcile(namespace, owner)
+
+
+# TuningJob: a study whose trials are child TrainingRuns (tuning.py). Every handler runs the same
+# reconcile step; one TuningJob's steps never overlap.
+TUNING_INTERVAL = 5
+
+
+def is_searching(status: dict, **_: object) -> bool:
+    return status.get("phase") not in ("Succeeded", "Failed")
+
+
+@kopf.on.resume(*TUNING_JOBS, backoff=RETRY_BACKOFF)
+@kopf.on.create(*TUNING_JOBS, backoff=RETRY_BACKOFF)
+@kopf.on.update(*TUNING_JOBS, field="spec", backoff=RETRY_BACKOFF)
+async def start_tuning(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
+    """Open the study and start the first trials; an invalid spec is reported (InvalidSpec), not retried."""
+    error = await memo.tuning.reconcile(body)
+    if error is not None:
+        raise kopf.PermanentError(str(error))
+
+
+@kopf.timer(*TUNING_JOBS, interval=TUNING_INTERVAL, when=is_searching, backoff=RETRY_BACKOFF)
+async def advance_tuning(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
+    """Catch up with the study and the children: the timeout, and a search resumed after a restart."""
+    await memo.tuning.reconcile(body)
+
+
+@kopf.on.field(
+    *TRAINING_RUNS, field="status.phase", labels={naming.TUNING_JOB: kopf.PRESENT}, backoff=RETRY_BACKOFF
+)
+async def trial_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: object) -> None:
+    """A trial's run moved: tell the study when it ended, and start the next trial in its place."""
+    owner = naming.controller_of(dict(body), "TuningJob")
+    if owner is not None:
+        await memo.tuning.reconcile_named(namespace, owner)
+
+
+@kopf.on.cleanup()
+async def stop_study_proxy(memo: kopf.Memo, **_: object) -> None:
+    if "tuning" in memo:
+        await asyncio.to_thread(memo.tuning.close)

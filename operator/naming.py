@@ -22,6 +22,10 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 TRAINING_RUN = f"{API_GROUP}/training-run"
 MODEL_DEPLOYMENT = f"{API_GROUP}/model-deployment"
 TRACK = f"{API_GROUP}/track"
+# A TuningJob's trials: labels to find them by, annotations the trainer Job's study flags come from.
+TUNING_JOB = f"{API_GROUP}/tuning-job"
+TRIAL_NUMBER = f"{API_GROUP}/trial-number"
+STUDY = f"{API_GROUP}/study"
 MANAGER = "crucible-operator"
 
 # What the operator watches its own Jobs and Deployments by.

@@ -13,6 +13,7 @@ from crucible.api.kube import QUANTITY_EXAMPLES, is_quantity
 from crucible.api.manifest import InvalidSpec, parse_spec
 from crucible.api.modeldeployment import ModelDeploymentSpec
 from crucible.api.trainingrun import TrainingRunSpec
+from crucible.operator import naming
 from crucible.operator.artifacts import PVC_SCHEME, VolumePath, mount_path, output_location, parse_pvc_uri
 from crucible.operator.config import ImagesConfig, NodePool, OperatorConfig
 
@@ -56,6 +57,8 @@ class TrainingPlan:
     output: VolumePath
     output_dir: str
     pod: PodPlan
+    # A TuningJob's trial: crucible-train's --study-* flags, so it reports to its study and can be pruned.
+    study_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,19 @@ def plan_training(body: dict, config: OperatorConfig) -> TrainingPlan:
         output=output,
         output_dir=f"{output_root}/{output.path}",
         pod=PodPlan(pool, config.images_for(pool), resources.cpu, resources.memory, resources.gpu, mounts),
+        study_args=study_args(body, config),
     )
+
+
+def study_args(body: dict, config: OperatorConfig) -> tuple[str, ...]:
+    """The trial's study flags, from the annotations its TuningJob set. A TrainingRun spec has no such
+    fields (a trial's spec is the template's), and only a run a TuningJob controls gets them: any other
+    run could otherwise write into a study by annotating itself."""
+    annotations = body["metadata"].get("annotations") or {}
+    study, number = annotations.get(naming.STUDY), annotations.get(naming.TRIAL_NUMBER)
+    if not study or number is None or naming.controller_of(body, "TuningJob") is None:
+        return ()
+    return ("--study-storage", config.tuning.proxy_url(), "--study-name", study, "--trial-number", number)
 
 
 def plan_serving(body: dict, artifact: VolumePath, config: OperatorConfig) -> ServingPlan:

@@ -1,8 +1,10 @@
-"""ModelDeployment -> server Deployment, Service and PodDisruptionBudget, for a run that passed its gates.
+"""ModelDeployment -> server Deployments (stable, canary), Service and PodDisruptionBudget, for a run that
+passed its gates (sources.py picks it, rollout.py puts it into service).
 
-Three events lead here: the ModelDeployment changed, its TrainingRun changed, its Deployment's
-status changed. Each reconciles the whole ModelDeployment from fresh reads, one at a time per
-ModelDeployment, so the status written last always reflects the latest state.
+Events that lead here: the ModelDeployment changed, a TrainingRun it may serve changed, one of its
+Deployments' status changed, or its rollout timer ticked. Each reconciles the whole ModelDeployment
+from fresh reads, one at a time per ModelDeployment, so the status written last always reflects the
+latest state.
 """
 
 from __future__ import annotations
@@ -13,18 +15,14 @@ from collections import defaultdict
 import kopf
 
 from crucible.api.manifest import InvalidSpec
-from crucible.api.status import ModelDeploymentStatus
+from crucible.api.status import ModelDeploymentStatus, ServedModel
 from crucible.operator import naming
 from crucible.operator.client import Kube, Ref
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.serving import (
-    disruption_budget,
-    server_deployment,
-    server_service,
-    service_url,
-)
-from crucible.operator.planning import check_serving_spec, plan_serving
-from crucible.operator.serving_status import Verdict, judge, not_served_status, serving_status
+from crucible.operator.planning import check_serving_spec
+from crucible.operator.rollout import Rollout
+from crucible.operator.serving_status import not_served_status
+from crucible.operator.sources import wanted
 from crucible.operator.training import unchanged
 
 
@@ -36,6 +34,7 @@ class Serving:
     def __init__(self, kube: Kube, config: OperatorConfig) -> None:
         self.kube = kube
         self.config = config
+        self.rollout = Rollout(kube, config)
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def reconcile(self, namespace: str, name: str) -> InvalidSpec | None:
@@ -59,37 +58,21 @@ class Serving:
             spec = check_serving_spec(body, self.config)
         except InvalidSpec as error:
             return not_served_status(body, "InvalidSpec", str(error), await self.kube.get(servers)), error
-        run_name = spec.model.training_run
-        run = await self.kube.get(Ref(naming.API_VERSION_STRING, "TrainingRun", namespace, run_name))
-        verdict = judge(run, run_name)
-        if not verdict.servable:
-            return not_served_status(
-                body, verdict.reason, verdict.message, await self.kube.get(servers)
-            ), None
-        return await self._serve(body, verdict), None
-
-    async def _serve(self, body: dict, verdict: Verdict) -> ModelDeploymentStatus:
-        assert verdict.artifact is not None and verdict.model is not None
-        plan = plan_serving(body, verdict.artifact, self.config)
-        deployment = server_deployment(plan, verdict.model.training_run, verdict.model.sha256)
-        service = server_service(plan)
-        budget = disruption_budget(plan)
-        kopf.adopt([deployment, service, budget], owner=body)
-        applied = await self.kube.apply(deployment)
-        await self.kube.apply(service)
-        if plan.spec.replicas > 1:
-            await self.kube.apply(budget)
-        else:
-            await self.kube.delete(Ref.of(budget))
-        return serving_status(
-            body, verdict.model, applied, service["metadata"]["name"], service_url(plan), plan.spec.replicas
+        previous = body.get("status") or {}
+        current = (
+            ServedModel.model_validate(previous["currentModel"]) if previous.get("currentModel") else None
         )
+        rejected = list(previous.get("rejected") or [])
+        want = await wanted(self.kube, namespace, spec, current, rejected, self.config.promotion)
+        if want.model is None:
+            return not_served_status(body, want.reason, want.message, await self.kube.get(servers)), None
+        return await self.rollout.serve(body, spec, want.model, want.message), None
 
     @staticmethod
     def _announce(body: dict, previous: dict, status: ModelDeploymentStatus) -> None:
         """An Event when the served model or the readiness verdict changes, not on every status write."""
         before = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
-        ready, progressing = status.conditions
+        ready, progressing = status.conditions[:2]
         model = status.current_model.training_run if status.current_model else None
         if model and model != (previous.get("currentModel") or {}).get("trainingRun"):
             kopf.event(

@@ -94,6 +94,9 @@ def _status(
         "deployment_name": previous.get("deploymentName"),
         "service_name": previous.get("serviceName"),
         "url": previous.get("url"),
+        # Promotion bookkeeping outlives any one reconcile: a rejected candidate is never retried.
+        "history": previous.get("history"),
+        "rejected": previous.get("rejected"),
     }
     return ModelDeploymentStatus(
         observed_generation=generation,

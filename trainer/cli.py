@@ -11,6 +11,7 @@ from pathlib import Path
 from crucible.api.manifest import InvalidSpec, parse_spec
 from crucible.api.result import TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
+from crucible.trainer.study_hook import StudyTrial, TrialPruned, hook_or_none
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -64,8 +65,12 @@ def run_and_report(
     device: str = "auto",
     artifact_uri: str | None = None,
     termination_log: Path | None = None,
+    study_trial: StudyTrial | None = None,
 ) -> int:
-    """Train, print the outcome, and return the exit code (0 ok, 1 gate or training failed, 2 invalid)."""
+    """Train, print the outcome, and return the exit code (0 ok, 1 gate or training failed, 2 invalid).
+
+    With `study_trial`, the run is a trial of a tuning study: it reports every epoch and, pruned, ends
+    Failed with `pruned: true` (exit 1, no model exported)."""
     from crucible.trainer import export
     from crucible.trainer.data import DatasetError
     from crucible.trainer.progress import BarReporter, SilentReporter
@@ -76,7 +81,11 @@ def run_and_report(
         preflight(spec, device)
         reporter = SilentReporter() if as_json else BarReporter()
         context = RunContext(name, output_dir, device, artifact_uri, termination_log, reporter)
+        context.on_epoch = hook_or_none(study_trial, spec.hyperparameters.epochs)
         result = train(spec, context)
+    except TrialPruned as pruned:
+        result = TrainResult(phase="Failed", reason=str(pruned), pruned=True)
+        export.write_result(result, output_dir, termination_log)
     except (DatasetError, FileNotFoundError, ValueError) as error:
         reporter.close()
         result = TrainResult(phase="Failed", reason=str(error))
@@ -127,21 +136,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help="Print the result JSON on stdout.")
+    study = parser.add_argument_group("tuning trial", "Report to a study and stop when it prunes the run.")
+    study.add_argument("--study-storage", help="The study's gRPC storage proxy: grpc://host:port.")
+    study.add_argument("--study-name", help="The study this run is a trial of.")
+    study.add_argument("--trial-number", type=int, help="This run's trial number in the study.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     # Before torch is imported: spinning idle OpenMP threads burn a container's CPU quota.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         spec = _read_spec(args.spec)
-    except InvalidSpec as error:
+        study_trial = _study_trial(args)
+    except (InvalidSpec, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     return run_and_report(
-        spec, args.name, Path(args.output), args.json, args.device, args.artifact_uri, args.termination_log
+        spec,
+        args.name,
+        Path(args.output),
+        args.json,
+        args.device,
+        args.artifact_uri,
+        args.termination_log,
+        study_trial,
     )
+
+
+def _study_trial(args: argparse.Namespace) -> StudyTrial | None:
+    """The three study flags go together; a malformed address is refused before training starts."""
+    given = [args.study_storage, args.study_name, args.trial_number]
+    if all(value is None for value in given):
+        return None
+    if any(value is None for value in given):
+        raise ValueError("--study-storage, --study-name and --trial-number go together")
+    trial = StudyTrial(args.study_storage, args.study_name, args.trial_number)
+    trial.address()
+    return trial
 
 
 if __name__ == "__main__":

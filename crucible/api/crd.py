@@ -148,18 +148,74 @@ def _model_deployment() -> Kind:
         columns=[
             _column("Ready", f"{READY}.status", description="Serving the requested model on every replica."),
             _column("Model", ".status.currentModel.trainingRun", description="The TrainingRun being served."),
+            _column(
+                "Candidate", ".status.candidateModel.trainingRun", description="The model being promoted."
+            ),
+            _column(
+                "Canary", ".status.canary.weight", "integer", description="Percent of traffic on the canary."
+            ),
             _column("Pool", ".spec.resources.nodePool"),
             _column("Replicas", ".spec.replicas", "integer"),
             AGE,
             _column("Available", ".status.availableReplicas", "integer", priority=1),
             _column("Reason", f"{READY}.reason", priority=1),
         ],
-        rules={"spec.resources": GPU_POOL_RULES},
+        rules={
+            "spec.resources": GPU_POOL_RULES,
+            "spec.model": [
+                _rule(
+                    "[has(self.trainingRun), has(self.tuningJob), has(self.selector)]"
+                    ".filter(x, x).size() == 1",
+                    "set exactly one of trainingRun, tuningJob, selector",
+                )
+            ],
+        },
+    )
+
+
+def _tuning_job() -> Kind:
+    from crucible.api.status import TuningJobStatus
+    from crucible.api.tuningjob import TuningJobSpec
+
+    return Kind(
+        kind="TuningJob",
+        plural="tuningjobs",
+        short_names=["tj"],
+        spec_model=TuningJobSpec,
+        status_model=TuningJobStatus,
+        columns=[
+            _column("Phase", ".status.phase", description="Running, Succeeded or Failed."),
+            # JSONPath cannot divide or join, so the operator writes "finished/maxTrials" itself.
+            _column("Trials", ".status.progress", description="Finished trials / maxTrials."),
+            _column("Best", ".status.bestTrial.value", "number", description="The best objective value."),
+            _column("Metric", ".spec.objective.metric"),
+            AGE,
+            _column("Best Run", ".status.bestTrial.trainingRun", priority=1),
+            _column("Reason", ".status.reason", priority=1),
+        ],
+        rules={
+            # The study was made for this template, space and objective; another would mix two searches.
+            "": [
+                _rule(
+                    "!has(oldSelf.status) || !has(oldSelf.status.studyName) || "
+                    "(self.spec.template == oldSelf.spec.template && "
+                    "self.spec.searchSpace == oldSelf.spec.searchSpace && "
+                    "self.spec.objective == oldSelf.spec.objective)",
+                    "template, searchSpace and objective are immutable once the search has started; "
+                    "create a new TuningJob instead",
+                )
+            ],
+            "spec.template.resources": GPU_POOL_RULES,
+        },
+        extras={
+            "spec.template.resources.cpu": {"pattern": QUANTITY_PATTERN},
+            "spec.template.resources.memory": {"pattern": QUANTITY_PATTERN},
+        },
     )
 
 
 def kinds() -> list[Kind]:
-    return [_training_run(), _model_deployment()]
+    return [_training_run(), _model_deployment(), _tuning_job()]
 
 
 def _node(schema: dict, dotted: str) -> dict:

@@ -1,32 +1,148 @@
-"""The ModelDeployment spec: which trained model to serve, where, and how it rolls out.
-
-Room is left for what comes with tuning and promotion: `model.tuningJob` and `model.selector` beside
-`model.trainingRun`, a `promotion` policy, and a `Canary` rollout strategy with steps and analysis.
+"""The ModelDeployment spec: which trained model to serve, where, how a better one is promoted, and how
+it rolls out (replace in place, or a canary analysed from the servers' live metrics).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from crucible.api.common import SpecModel
 from crucible.api.kube import DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, QUANTITY_PATTERN
 
-RolloutStrategy = Literal["RollingUpdate"]
+RolloutStrategy = Literal["RollingUpdate", "Canary"]
+# Go-style durations as Argo Rollouts and kubectl write them: 30s, 5m, 1h30m.
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+METRIC_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+
+
+class LabelSelectorRequirement(SpecModel):
+    """One label rule, as in a Kubernetes label selector."""
+
+    key: str = Field(..., min_length=1, max_length=317, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        ..., description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] = Field(
+        default_factory=list, max_length=64, description="Values for In and NotIn; empty otherwise."
+    )
+
+
+class LabelSelector(SpecModel):
+    """A Kubernetes label selector over TrainingRuns in the same namespace."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, description="Labels a run must all have.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=16, description="Label rules a run must all meet."
+    )
 
 
 class ModelSourceSpec(SpecModel):
-    """Which model to serve: for now one TrainingRun, pinned by name."""
+    """Which model to serve: exactly one of a pinned TrainingRun, a TuningJob's best trial, or the best
+    of the TrainingRuns a label selector matches."""
 
-    training_run: str = Field(
-        ...,
+    training_run: str | None = Field(
+        None,
         min_length=1,
         max_length=DNS_SUBDOMAIN_MAX,
         pattern=DNS_SUBDOMAIN_PATTERN,
         description="Name of a TrainingRun in the same namespace. Its artifact is served only once the run "
         "has Succeeded with every gate passed; changing this rolls the servers to the new model.",
     )
+    tuning_job: str | None = Field(
+        None,
+        min_length=1,
+        max_length=DNS_SUBDOMAIN_MAX,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of a TuningJob in the same namespace: its best trial "
+        "(status.bestTrial.trainingRun) is the candidate, promoted under spec.promotion whenever a "
+        "better trial appears.",
+    )
+    selector: LabelSelector | None = Field(
+        None,
+        description="TrainingRuns matching this selector are the candidates: the best one that passes "
+        "spec.promotion is promoted, so a new, better run reaches production by itself.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSourceSpec:
+        chosen = [self.training_run is not None, self.tuning_job is not None, self.selector is not None]
+        if sum(chosen) != 1:
+            raise ValueError("set exactly one of trainingRun, tuningJob, selector")
+        return self
+
+    @property
+    def automatic(self) -> bool:
+        """Whether the operator picks the model (tuningJob, selector) rather than a person pinning it."""
+        return self.training_run is None
+
+
+class PromotionSpec(SpecModel):
+    """When a candidate replaces the current model. The operator configuration may set platform-wide
+    minimums (required gates, minimum metric values) that this can tighten but never loosen."""
+
+    policy: Literal["Auto", "Manual"] = Field(
+        "Auto",
+        description="Auto: promote an eligible candidate at once. Manual: show it in status.candidateModel "
+        "and wait for the annotation crucible.dev/approve: <candidate TrainingRun name>.",
+    )
+    metric: str = Field(
+        "accuracy",
+        min_length=1,
+        max_length=63,
+        pattern=METRIC_PATTERN,
+        description="The TrainingRun status.metrics entry candidates are compared by.",
+    )
+    direction: Literal["maximize", "minimize"] = Field(
+        "maximize", description="Whether a higher (maximize) or lower (minimize) metric is better."
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, le=1e9, description="How much a candidate must beat the current model's metric by."
+    )
+    required_gates: list[str] | None = Field(
+        None,
+        max_length=32,
+        description="Gates a candidate must have run and passed; unset: every gate the run had must pass.",
+    )
+
+
+class CanaryStep(SpecModel):
+    """One step of a canary: a share of the traffic, held for a while under analysis."""
+
+    weight: int = Field(
+        ..., ge=1, le=100, description="Percent of the replicas (so of the traffic) running the candidate."
+    )
+    pause: str = Field(
+        "30s",
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="How long the step lasts (at least one passing analysis), such as 30s or 5m.",
+    )
+
+
+class AnalysisSpec(SpecModel):
+    """Limits the candidate's live metrics are held to, read from its pods' Prometheus endpoints."""
+
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Most share of inference requests answered 5xx (0.01 is 1%)."
+    )
+    max_latency_p95_ms: float = Field(
+        500, gt=0, le=600_000, description="Highest 95th-percentile request latency, in milliseconds."
+    )
+    min_requests: int = Field(
+        20, ge=0, le=1_000_000, description="Fewest inference requests in a window for a verdict."
+    )
+    interval: str = Field(
+        "30s",
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="How often the candidate's metrics are read; each window is the change between reads.",
+    )
+
+
+def _default_steps() -> list[CanaryStep]:
+    return [CanaryStep(weight=25), CanaryStep(weight=50), CanaryStep(weight=100)]
 
 
 class ServingResourcesSpec(SpecModel):
@@ -68,11 +184,26 @@ class RolloutSpec(SpecModel):
     strategy: RolloutStrategy = Field(
         "RollingUpdate",
         description="RollingUpdate: new replicas start and become ready before old ones stop "
-        "(maxUnavailable 0).",
+        "(maxUnavailable 0). Canary: the new model runs beside the old one through `steps`, analysed at "
+        "each, then is promoted or rolled back.",
     )
     max_surge: int = Field(
         1, ge=1, le=100, description="Extra replicas allowed above `replicas` while a rollout is running."
     )
+    steps: list[CanaryStep] = Field(
+        default_factory=_default_steps,
+        min_length=1,
+        max_length=20,
+        description="Canary steps, weights not decreasing; traffic follows the replica ratio (no mesh).",
+    )
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+
+    @model_validator(mode="after")
+    def _weights_grow(self) -> RolloutSpec:
+        weights = [step.weight for step in self.steps]
+        if weights != sorted(weights):
+            raise ValueError(f"steps: weights must not decrease, got {weights}")
+        return self
 
 
 class ModelDeploymentSpec(SpecModel):
@@ -84,4 +215,5 @@ class ModelDeploymentSpec(SpecModel):
     )
     resources: ServingResourcesSpec = Field(default_factory=ServingResourcesSpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from crucible.api.tuningjob import Choice
+
 TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -99,11 +101,67 @@ class ServedModel(StatusModel):
     accuracy: float | None = Field(None, description="Its held-out accuracy when it was trained.")
 
 
+class AnalysisStatus(StatusModel):
+    """One verdict on the canary's live metrics, with the figures it rests on."""
+
+    time: datetime = Field(..., description="When the metrics were read.")
+    verdict: Literal["Wait", "Advance", "Promote", "Rollback"] = Field(..., description="What it led to.")
+    requests: int = Field(..., description="Inference requests the candidate answered in the window.")
+    error_rate: float | None = Field(None, description="Share of them answered 5xx.")
+    latency_p95_ms: float | None = Field(None, description="Their 95th-percentile latency, milliseconds.")
+    message: str = Field("", description="The verdict, for a person.")
+
+
+class MetricsSample(StatusModel):
+    """The candidate pods' counters at the start of the current analysis window (summed over pods)."""
+
+    time: datetime = Field(..., description="When they were read.")
+    requests: float = Field(..., description="Inference requests so far.")
+    errors: float = Field(..., description="Of which answered 5xx.")
+    buckets: dict[str, float] = Field(default_factory=dict, description="Latency histogram, by upper bound.")
+
+
+class CanaryStatus(StatusModel):
+    """Where the canary of the candidate stands: the step machine's state, kept in status so a restarted
+    operator carries on where it was."""
+
+    candidate: str = Field(..., description="The candidate's TrainingRun.")
+    step: int = Field(..., description="The current step, from 1.")
+    steps: int = Field(..., description="How many steps there are.")
+    weight: int = Field(..., description="Percent of the replicas (so of the traffic) on the candidate.")
+    phase: Literal["Starting", "Analysing", "Promoting"] = Field(
+        ..., description="Starting: canary pods not ready yet; Analysing; Promoting: stable takes it."
+    )
+    step_started_at: datetime | None = Field(None, description="When the step's canary pods were ready.")
+    analyses_passed: int = Field(0, description="Passing analyses in this step.")
+    sample: MetricsSample | None = Field(None, description="Counters at the start of the window.")
+    last_analysis: AnalysisStatus | None = Field(None, description="The latest verdict and its figures.")
+
+
+class HistoryEntry(StatusModel):
+    """A promotion or a rollback."""
+
+    time: datetime = Field(..., description="When it happened.")
+    action: Literal["Promoted", "RolledBack"] = Field(..., description="Promoted or RolledBack.")
+    training_run: str = Field(..., description="The candidate's TrainingRun.")
+    previous: str | None = Field(None, description="The TrainingRun served before.")
+    reason: str = Field(..., description="Why, as one CamelCase word.")
+    message: str = Field("", description="Why, for a person.")
+
+
 class ModelDeploymentStatus(StatusModel):
     """What is being served and whether it is ready; written by the operator only."""
 
     observed_generation: int | None = Field(None, description="The metadata.generation this status is for.")
     current_model: ServedModel | None = Field(None, description="The model the servers run now.")
+    candidate_model: ServedModel | None = Field(
+        None, description="The model being promoted, or waiting for approval (spec.promotion.policy Manual)."
+    )
+    canary: CanaryStatus | None = Field(None, description="The canary rollout in progress, if any.")
+    history: list[HistoryEntry] | None = Field(None, description="The latest promotions and rollbacks.")
+    rejected: list[str] | None = Field(
+        None, description="Candidates rolled back: never tried again (a new TrainingRun is a new candidate)."
+    )
     deployment_name: str | None = Field(None, description="The Deployment running the servers.")
     service_name: str | None = Field(None, description="The Service in front of them.")
     url: str | None = Field(None, description="Where the servers answer inside the cluster.")
@@ -112,5 +170,48 @@ class ModelDeploymentStatus(StatusModel):
     updated_replicas: int | None = Field(None, description="Server pods running the current model.")
     available_replicas: int | None = Field(None, description="Server pods ready for minReadySeconds.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready (serving the requested model) and Progressing."
+        default_factory=list,
+        description="Ready (serving the requested model), Progressing, Degraded (a candidate was rolled "
+        "back) and Promoted.",
+    )
+
+
+class TrialCountsStatus(StatusModel):
+    """Trials of the study by state."""
+
+    complete: int = Field(0, description="Finished with a value.")
+    pruned: int = Field(0, description="Stopped early by the pruner.")
+    failed: int = Field(
+        0, description="Failed (a gate failed, training failed, or the objective was missing)."
+    )
+    running: int = Field(0, description="Asked for and not finished: their TrainingRuns run or start.")
+    waiting: int = Field(0, description="Enqueued and not started yet (the baseline trial).")
+
+
+class TrialStatus(StatusModel):
+    """One trial: its number, value, the parameters it trained with and its TrainingRun."""
+
+    number: int = Field(..., description="The trial's number in the study, from 0.")
+    state: str | None = Field(None, description="COMPLETE, PRUNED, FAIL, RUNNING or WAITING.")
+    value: float | None = Field(None, description="The objective's value.")
+    params: dict[str, Choice] = Field(default_factory=dict, description="Template path -> sampled value.")
+    training_run: str | None = Field(None, description="The trial's TrainingRun.")
+
+
+class TuningJobStatus(StatusModel):
+    """How the search is going or how it ended; written by the operator only."""
+
+    phase: Literal["Running", "Succeeded", "Failed"] | None = Field(
+        None, description="Running, Succeeded (ran its course, a trial completed) or Failed."
+    )
+    reason: str | None = Field(None, description="Why the search ended, or why it cannot run.")
+    study_name: str | None = Field(None, description="The Optuna study in the operator's study storage.")
+    progress: str | None = Field(None, description="Finished trials / maxTrials, such as 3/12.")
+    trial_counts: TrialCountsStatus | None = Field(None, description="Trials by state.")
+    best_trial: TrialStatus | None = Field(None, description="The complete trial with the best value.")
+    baseline_trial: TrialStatus | None = Field(None, description="Trial 0, the template's own values.")
+    observed_generation: int | None = Field(None, description="The metadata.generation this status is for.")
+    completion_time: datetime | None = Field(None, description="When the search ended.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready (the search ended with a best trial) and Progressing."
     )

@@ -19,6 +19,9 @@ from crucible.api.result import TrainResult
 from crucible.api.tuningjob import PER_EPOCH_METRICS, ObjectiveSpec
 
 REASON_ATTR = "reason"
+# Set by a trial pod on its own trial when the pruner stopped it: its TrainingRun ends Failed like any
+# failed run, and this is how the operator tells the study PRUNED instead of FAIL.
+PRUNED_EPOCH_ATTR = "crucible.prunedAtEpoch"
 
 
 @dataclass(frozen=True)

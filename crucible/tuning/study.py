@@ -23,6 +23,9 @@ from crucible.tuning.summary import BASELINE_ATTR
 
 FINGERPRINT_ATTR = "crucible.searchFingerprint"
 ELAPSED_ATTR = "crucible.searchSeconds"
+# The spec as last opened: a trial pod reads its objective and pruner from it (it has only its own
+# TrainingRun spec), so the pruner it asks is the one the search was configured with.
+SPEC_ATTR = "crucible.searchSpec"
 STUDY_FILE = "study.db"
 # Workers of one search write to one SQLite file; wait for its lock rather than fail a trial.
 SQLITE_LOCK_TIMEOUT_S = 120
@@ -72,6 +75,8 @@ def open_study(
             f"study {study_name!r} was made for another search (its template, searchSpace or objective "
             "differ); use another output directory or study name"
         )
+    if study.user_attrs.get(SPEC_ATTR) != spec.to_dict():
+        study.set_user_attr(SPEC_ATTR, spec.to_dict())
     existing = study.get_trials(deepcopy=False)
     # A resumed search continues the seeded sequence instead of drawing its first values again.
     study.sampler = build_sampler(spec, seed_offset=len(existing) + 1_000_003 * worker)

@@ -44,6 +44,7 @@ def trainer_command(plan: TrainingPlan) -> list[str]:
         TERMINATION_LOG,
         "--device",
         plan.pod.device,
+        *plan.study_args,
     ]
 
 

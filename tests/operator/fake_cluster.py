@@ -36,7 +36,7 @@ def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
 
 parsing.parse_path = _parse_path_with_namespaces
 
-PLURALS = {"TrainingRun": "trainingruns", "ModelDeployment": "modeldeployments"}
+PLURALS = {"TrainingRun": "trainingruns", "ModelDeployment": "modeldeployments", "TuningJob": "tuningjobs"}
 
 
 def _collection(kind: str) -> str:

@@ -30,8 +30,9 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def instant_result(command: list[str]) -> str:
-    """The termination message of a trainer that passed every gate at once (for scale runs)."""
+def instant_result(command: list[str], override: dict | None = None) -> str:
+    """The termination message of a trainer that passed every gate at once (for scale runs), with
+    `override`'s keys (such as other metrics, or a failed gate) in its place."""
     uri = command[command.index("--artifact-uri") + 1] if "--artifact-uri" in command else "pvc://x/y"
     gate = {"passed": True, "checks": {}}
     return json.dumps(
@@ -40,6 +41,7 @@ def instant_result(command: list[str]) -> str:
             "gates": {"debug": gate, "crossValidation": {**gate, "mean": 0.95, "std": 0.01}},
             "metrics": {"accuracy": 0.97, "cvMean": 0.95},
             "artifact": {"uri": uri, "sha256": "0" * 64},
+            **(override or {}),
         }
     )
 
@@ -60,6 +62,8 @@ class FakeKubelet:
     instant: bool = False
     timeout: float = 300
     pods_run: list[str] = field(default_factory=list)
+    # Instant mode: a Job's result by Job name, in place of the default one (metrics that differ).
+    results: dict[str, dict] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
@@ -183,7 +187,8 @@ class FakeKubelet:
         command = [*container.get("command", []), *container.get("args", [])]
         started = now()
         if self.instant:
-            ran = Ran(0, "Completed", instant_result(command), started, now())
+            job = pod["metadata"]["labels"].get("job-name", "")
+            ran = Ran(0, "Completed", instant_result(command, self.results.get(job)), started, now())
         else:
             ran = await self._execute(session, pod, container, command, started)
         terminated = {

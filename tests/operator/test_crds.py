@@ -41,6 +41,7 @@ def test_crucible_crds_prints_every_definition() -> None:
     assert [doc["metadata"]["name"] for doc in documents] == [
         "trainingruns.crucible.dev",
         "modeldeployments.crucible.dev",
+        "tuningjobs.crucible.dev",
     ]
 
 
@@ -78,7 +79,7 @@ def test_schema_carries_defaults_enums_and_bounds() -> None:
     assert (learning_rate["minimum"], learning_rate["exclusiveMinimum"]) == (0, True)
     md = schema_of("ModelDeployment")["properties"]["spec"]
     assert md["required"] == ["model"]
-    assert md["properties"]["rollout"]["properties"]["strategy"]["enum"] == ["RollingUpdate"]
+    assert md["properties"]["rollout"]["properties"]["strategy"]["enum"] == ["RollingUpdate", "Canary"]
 
 
 def test_names_columns_and_status_subresource() -> None:
@@ -91,7 +92,7 @@ def test_names_columns_and_status_subresource() -> None:
     serving = DEFINITIONS["ModelDeployment"]["spec"]
     assert serving["names"]["shortNames"] == ["md"]
     columns = [c["name"] for c in serving["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Ready", "Model", "Pool", "Replicas", "Age"]
+    assert columns == ["Ready", "Model", "Candidate", "Canary", "Pool", "Replicas", "Age"]
 
 
 def test_unions_other_than_optional_are_refused() -> None:
@@ -176,7 +177,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 def test_there_is_an_example_of_each_kind() -> None:
     kinds = {yaml.safe_load(path.read_text())["kind"] for path in EXAMPLES}
-    assert {"TrainingRun", "ModelDeployment"} <= kinds
+    assert {"TrainingRun", "ModelDeployment", "TuningJob"} <= kinds
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)

@@ -23,12 +23,14 @@ def serving(run: str, **spec: object) -> dict:
     return {"model": {"trainingRun": run}, **spec}
 
 
-async def ready(cluster: Cluster, name: str, state: str = "True", reason: str | None = None) -> dict:
+async def ready(
+    cluster: Cluster, name: str, state: str = "True", reason: str | None = None, timeout: float = 20
+) -> dict:
     def check() -> bool:
         condition = condition_of(status_of(cluster, DEPLOYMENTS, name), "Ready")
         return condition.get("status") == state and (reason is None or condition.get("reason") == reason)
 
-    await eventually(check, 20, f"{name} Ready={state} {reason or ''}")
+    await eventually(check, timeout, f"{name} Ready={state} {reason or ''}")
     return status_of(cluster, DEPLOYMENTS, name)
 
 
@@ -106,7 +108,7 @@ async def test_a_deployment_waiting_for_its_run_serves_it_once_it_succeeds(
     await cluster.create_resource("ModelDeployment", "early", serving("later"))
     await ready(cluster, "early", "False", "TrainingRunNotFound")
     await cluster.create_resource("TrainingRun", "later", FAST_SPEC)
-    status = await ready(cluster, "early")
+    status = await ready(cluster, "early", timeout=60)
     assert status["currentModel"]["trainingRun"] == "later"
 
 

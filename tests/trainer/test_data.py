@@ -37,7 +37,8 @@ def test_split_is_stratified_and_normalization_uses_the_training_split_only():
     train, test = split(data, 0.2, seed=3)
     assert len(test) == 360 and len(train) == 1437
     assert all(
-        abs(a / len(train) - b / len(test)) < 0.01 for a, b in zip(train.class_counts(), test.class_counts(), strict=True)
+        abs(a / len(train) - b / len(test)) < 0.01
+        for a, b in zip(train.class_counts(), test.class_counts(), strict=True)
     )
     norm = Normalization.of(train.images)
     assert torch.allclose(norm.apply(train.images).mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)

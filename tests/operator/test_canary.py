@@ -1,0 +1,89 @@
+"""The canary step machine, tick by tick, without a cluster."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crucible.api.modeldeployment import RolloutSpec
+from crucible.operator.analysis import Counters, Sample
+from crucible.operator.canary import ADVANCE, PROMOTE, ROLLBACK, WAIT, scrape_due, split, start, tick
+from crucible.operator.durations import parse_duration
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+ROLLOUT = RolloutSpec.model_validate(
+    {
+        "strategy": "Canary",
+        "steps": [{"weight": 50, "pause": "10s"}, {"weight": 100, "pause": "0s"}],
+        "analysis": {"interval": "5s", "minRequests": 10, "maxErrorRate": 0.1, "maxLatencyP95Ms": 100},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "weight", "expected"),
+    [(1, 25, (1, 1)), (4, 25, (3, 1)), (4, 50, (2, 2)), (4, 100, (1, 4)), (10, 10, (9, 1)), (3, 1, (2, 1))],
+)
+def test_replica_split_keeps_a_stable_replica_and_at_least_one_canary(
+    replicas: int, weight: int, expected: tuple[int, int]
+) -> None:
+    assert split(replicas, weight) == expected
+
+
+def test_durations() -> None:
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("500ms") == timedelta(milliseconds=500)
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("5 minutes")
+
+
+def sample(at: float, requests: float, errors: float = 0, fast: bool = True) -> Sample:
+    under = requests if fast else 0
+    buckets = {0.01: under, 1.0: requests, math.inf: requests}
+    return Sample(T0 + timedelta(seconds=at), Counters(requests, errors, buckets))
+
+
+def test_a_healthy_canary_goes_through_every_step_to_promotion() -> None:
+    state = start("better", ROLLOUT)
+    assert (state.step, state.weight, state.phase) == (1, 50, "Starting")
+    decision = tick(state, ROLLOUT, T0, ready=False, sample=None)
+    assert decision.action == WAIT and decision.state.phase == "Starting"
+    state = tick(state, ROLLOUT, T0, ready=True, sample=None).state
+    assert state.phase == "Analysing" and state.step_started_at == T0
+    assert scrape_due(state, ROLLOUT, T0)
+    state = tick(state, ROLLOUT, T0, True, sample(0, 0)).state  # the window starts
+    assert not scrape_due(state, ROLLOUT, T0 + timedelta(seconds=4))
+    decision = tick(state, ROLLOUT, T0 + timedelta(seconds=5), True, sample(5, 50))
+    assert decision.action == WAIT and decision.state.analyses_passed == 1  # the pause is not over
+    decision = tick(decision.state, ROLLOUT, T0 + timedelta(seconds=10), True, sample(10, 100))
+    assert decision.action == ADVANCE
+    state = decision.state
+    assert (state.step, state.weight, state.phase, state.sample) == (2, 100, "Starting", None)
+    assert state.last_analysis.verdict == ADVANCE and state.last_analysis.requests == 50
+
+    state = tick(state, ROLLOUT, T0 + timedelta(seconds=11), True, None).state
+    state = tick(state, ROLLOUT, T0 + timedelta(seconds=11), True, sample(11, 100)).state
+    decision = tick(state, ROLLOUT, T0 + timedelta(seconds=16), True, sample(16, 160))
+    assert decision.action == PROMOTE and decision.state.phase == "Promoting"
+    assert tick(decision.state, ROLLOUT, T0 + timedelta(seconds=20), True, None).action == WAIT
+
+
+def test_errors_roll_back_with_the_figures_and_few_requests_widen_the_window() -> None:
+    state = tick(start("bad", ROLLOUT), ROLLOUT, T0, True, None).state
+    state = tick(state, ROLLOUT, T0, True, sample(0, 0)).state
+    decision = tick(state, ROLLOUT, T0 + timedelta(seconds=5), True, sample(5, 4, errors=4))
+    assert decision.action == WAIT and "4 inference requests, 10 needed" in decision.message
+    assert decision.state.sample == state.sample  # the window keeps its start
+    decision = tick(decision.state, ROLLOUT, T0 + timedelta(seconds=10), True, sample(10, 20, errors=8))
+    assert decision.action == ROLLBACK
+    assert decision.message.startswith("error rate 0.4000 > 0.1")
+    assert decision.state.last_analysis.error_rate == pytest.approx(0.4)
+
+
+def test_slow_canary_rolls_back_on_latency() -> None:
+    state = tick(start("slow", ROLLOUT), ROLLOUT, T0, True, None).state
+    state = tick(state, ROLLOUT, T0, True, sample(0, 0)).state
+    decision = tick(state, ROLLOUT, T0 + timedelta(seconds=5), True, sample(5, 20, fast=False))
+    assert decision.action == ROLLBACK and "p95 latency" in decision.message

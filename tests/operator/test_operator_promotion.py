@@ -1,0 +1,107 @@
+"""Automatic promotion end to end on the emulator (the instant kubelet reports each run's result at
+once, with the metrics a test gives it; server Deployments are reported ready, no server runs)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import FAST_SPEC
+from tests.operator.e2e import DEPLOYMENTS, condition_of, run_phase, status_of
+from tests.operator.fake_cluster import Cluster, eventually
+from tests.operator.fake_kubelet import FakeKubelet
+from tests.operator.operator_thread import OperatorThread
+
+LABELS = {"crucible.dev/model": "digits"}
+SERVERS = "apps/v1/deployments"
+
+
+def passed(accuracy: float) -> dict:
+    return {"metrics": {"accuracy": accuracy}}
+
+
+FAILED_GATE = {
+    "phase": "Failed",
+    "reason": "crossValidation: mean 0.99 but std 0.2 > 0.05",
+    "gates": {"debug": {"passed": True, "checks": {}}, "crossValidation": {"passed": False, "checks": {}}},
+    "metrics": {"accuracy": 0.99},
+    "artifact": None,
+}
+
+
+async def train(
+    cluster: Cluster, kubelet: FakeKubelet, name: str, result: dict, phase: str = "Succeeded"
+) -> None:
+    kubelet.results[f"{name}-train"] = result
+    await cluster.create_resource("TrainingRun", name, FAST_SPEC, labels=LABELS)
+    await run_phase(cluster, name, (phase,), timeout=20)
+
+
+def current(cluster: Cluster) -> str | None:
+    return (status_of(cluster, DEPLOYMENTS, "md").get("currentModel") or {}).get("trainingRun")
+
+
+async def test_only_a_better_run_that_passed_its_gates_is_promoted(
+    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+) -> None:
+    await train(cluster, instant_kubelet, "base", passed(0.90))
+    spec = {
+        "model": {"selector": {"matchLabels": LABELS}},
+        "promotion": {"minImprovement": 0.01},
+        "rollout": {"strategy": "RollingUpdate"},
+    }
+    created = await cluster.create_resource("ModelDeployment", "md", spec)
+    await eventually(lambda: current(cluster) == "base", 20, "base served")
+
+    await train(cluster, instant_kubelet, "worse", passed(0.905))  # better, but not by minImprovement
+    await train(cluster, instant_kubelet, "failed-gate", FAILED_GATE, phase="Failed")
+    await asyncio.sleep(1)
+    assert current(cluster) == "base"
+    annotations = cluster.get(SERVERS, "md-stable")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["crucible.dev/training-run"] == "base"
+
+    await train(cluster, instant_kubelet, "better", passed(0.95))
+    await eventually(lambda: current(cluster) == "better", 20, "better promoted")
+    status = status_of(cluster, DEPLOYMENTS, "md")
+    assert [(h["action"], h["trainingRun"], h["previous"]) for h in status["history"]] == [
+        ("Promoted", "better", "base")
+    ]
+    assert condition_of(status, "Promoted")["status"] == "True"
+    # The operator wrote status and children only: the spec Git holds is untouched.
+    after = cluster.get(DEPLOYMENTS, "md")
+    assert after["spec"] == created["spec"]
+    assert after["metadata"]["generation"] == created["metadata"]["generation"]
+
+
+async def test_manual_policy_waits_for_an_approval_annotation(
+    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+) -> None:
+    await train(cluster, instant_kubelet, "base", passed(0.90))
+    spec = {
+        "model": {"selector": {"matchLabels": LABELS}},
+        "promotion": {"policy": "Manual"},
+        "rollout": {"strategy": "RollingUpdate"},
+    }
+    await cluster.create_resource("ModelDeployment", "md", spec)
+    await eventually(
+        lambda: current(cluster) == "base", 20, "the first model is served"
+    )  # nothing to replace
+    await train(cluster, instant_kubelet, "better", passed(0.95))
+
+    def waiting() -> bool:
+        status = status_of(cluster, DEPLOYMENTS, "md")
+        return (status.get("candidateModel") or {}).get("trainingRun") == "better"
+
+    await eventually(waiting, 20, "candidate shown")
+    status = status_of(cluster, DEPLOYMENTS, "md")
+    assert current(cluster) == "base"
+    assert condition_of(status, "Promoted")["reason"] == "AwaitingApproval"
+
+    body = cluster.get(DEPLOYMENTS, "md")
+    path = "/apis/crucible.dev/v1alpha1/namespaces/default/modeldeployments/md"
+    patch = {"metadata": {"annotations": {"crucible.dev/approve": "better"}}}
+    async with cluster.patch(
+        path, json=patch, headers={"Content-Type": "application/merge-patch+json"}
+    ) as response:
+        assert response.status < 300, await response.text()
+    await eventually(lambda: current(cluster) == "better", 20, "approved candidate promoted")
+    assert cluster.get(DEPLOYMENTS, "md")["metadata"]["generation"] == body["metadata"]["generation"]

@@ -1,0 +1,168 @@
+"""TuningJob end to end: the real operator (with its study proxy on a free local port), the emulated
+API, and every trial's trainer Job run for real by the test kubelet."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from pathlib import Path
+
+import kmock
+import pytest
+import yaml
+
+from tests.conftest import FAST_SPEC
+from tests.operator.e2e import condition_of, status_of
+from tests.operator.fake_cluster import Cluster, eventually
+from tests.operator.fake_kubelet import FakeKubelet
+from tests.operator.operator_thread import OperatorThread
+
+JOBS = "crucible.dev/v1alpha1/tuningjobs"
+RUNS = "crucible.dev/v1alpha1/trainingruns"
+# A few seconds a trial: no cross-validation; the debug and overfitting gates still apply.
+TEMPLATE = {**FAST_SPEC, "gates": {**FAST_SPEC["gates"], "crossValidation": {"enabled": False}}}
+SEARCH = {
+    "template": TEMPLATE,
+    "searchSpace": {
+        "hyperparameters.learningRate": {"type": "float", "low": 0.003, "high": 0.05, "log": True}
+    },
+    "objective": {"metric": "accuracy"},
+    "sampler": {"type": "random", "seed": 3},
+    "pruner": {"type": "none"},
+    "maxTrials": 4,
+    "parallelism": 2,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def operator_config(tmp_path: Path) -> Path:
+    """Studies in a temporary folder; the proxy on this machine, where the test kubelet's trainers run."""
+    tuning = {"study": {"path": str(tmp_path / "study")}, "proxyBind": "127.0.0.1"}
+    tuning |= {"proxyAddress": "127.0.0.1", "proxyPort": free_port()}
+    path = tmp_path / "operator.yaml"
+    path.write_text(yaml.safe_dump({"artifacts": {"claim": "artifacts"}, "tuning": tuning}))
+    return path
+
+
+def running_trials(cluster: Cluster) -> int:
+    return sum(
+        1
+        for run in cluster.objects_of(RUNS).values()
+        if (run.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    )
+
+
+@contextlib.asynccontextmanager
+async def watching_concurrency(cluster: Cluster):  # type: ignore[no-untyped-def]
+    """The most trials seen unfinished at once, sampled from the emulator's objects while the body runs."""
+    seen = [0]
+
+    async def sample() -> None:
+        while True:
+            seen[0] = max(seen[0], running_trials(cluster))
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(sample())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+
+
+async def restart_while_held(
+    cluster: Cluster, operator: OperatorThread, held, released: asyncio.Event
+) -> None:  # type: ignore[no-untyped-def]
+    """The operator is stopped while the held write hangs; the write never lands; a new one starts."""
+    await eventually(lambda: cluster.held(held), 120, "the operator creates the held trial")
+    await operator.stop()
+    released.set()
+    cluster.holds.clear()
+    await operator.start()
+
+
+def creates_trial(number: int):  # type: ignore[no-untyped-def]
+    name = f"tj-trial-{number:03d}"
+    return lambda r: (
+        r.action == kmock.action.CREATE
+        and r.resource is not None
+        and r.resource.plural == "trainingruns"
+        and isinstance(r.data, dict)
+        and r.data.get("metadata", {}).get("name") == name
+    )
+
+
+async def test_a_search_of_four_trials_two_at_a_time_survives_a_restart(
+    cluster: Cluster, operator: OperatorThread, kubelet: FakeKubelet
+) -> None:
+    # The operator is stopped after asking for trial 2 and before its TrainingRun exists: the next one
+    # must find the trial in the study and create its child under the same number.
+    held = creates_trial(2)
+    released = cluster.hold(held)
+    async with watching_concurrency(cluster) as most_running:
+        await cluster.create_resource("TuningJob", "tj", SEARCH)
+        await restart_while_held(cluster, operator, held, released)
+        await eventually(
+            lambda: status_of(cluster, JOBS, "tj").get("phase") in ("Succeeded", "Failed"),
+            150,
+            "the search ends",
+        )
+
+    status = status_of(cluster, JOBS, "tj")
+    assert status["phase"] == "Succeeded", status
+    runs = cluster.objects_of(RUNS)
+    assert sorted(runs) == [f"tj-trial-{n:03d}" for n in range(4)]
+    assert most_running[0] <= 2
+    assert len(kubelet.pods_run) == 4  # one trainer per trial: none duplicated, none lost
+    assert status["trialCounts"] == {"complete": 4, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+    assert status["progress"] == "4/4"
+    uid = cluster.get(JOBS, "tj")["metadata"]["uid"]
+    assert status["studyName"] == f"default.tj.{uid}"
+
+    accuracies = {name: run["status"]["metrics"]["accuracy"] for name, run in runs.items()}
+    best = status["bestTrial"]
+    assert best["value"] == pytest.approx(max(accuracies.values()), abs=1e-6)
+    assert accuracies[best["trainingRun"]] == pytest.approx(best["value"], abs=1e-6)
+    assert set(best["params"]) == {"hyperparameters.learningRate"}
+    assert status["baselineTrial"]["params"] == {"hyperparameters.learningRate": 0.01}  # the template's
+
+    for number, name in enumerate(sorted(runs)):
+        run = runs[name]
+        assert run["metadata"]["labels"]["crucible.dev/tuning-job"] == "tj"
+        assert run["metadata"]["labels"]["crucible.dev/trial-number"] == str(number)
+        owner = run["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("TuningJob", uid, True)
+        command = cluster.get("batch/v1/jobs", f"{name}-train")["spec"]["template"]["spec"]["containers"][0][
+            "command"
+        ]
+        assert command[command.index("--trial-number") + 1] == str(number)
+        assert command[command.index("--study-name") + 1] == status["studyName"]
+    assert condition_of(status, "Ready")["status"] == "True"
+    assert condition_of(status, "Progressing")["status"] == "False"
+
+    def completion_event() -> bool:
+        return any(event["reason"] == "SearchSucceeded" for event in cluster.objects_of("v1/events").values())
+
+    await eventually(completion_event, 10, "a SearchSucceeded Event")
+
+
+async def test_an_invalid_tuning_job_is_refused_naming_the_field(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    spec = {**SEARCH, "storage": {"type": "sqlite", "volumeClaim": "mine"}}
+    await cluster.create_resource("TuningJob", "bad", spec)
+    await eventually(lambda: status_of(cluster, JOBS, "bad").get("phase") == "Failed", 20, "bad is refused")
+
+    status = status_of(cluster, JOBS, "bad")
+    ready = condition_of(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.storage:")
+    assert status["reason"].startswith("InvalidSpec: spec.storage")
+    await asyncio.sleep(1)
+    assert not cluster.objects_of(RUNS)

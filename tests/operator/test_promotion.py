@@ -1,0 +1,99 @@
+"""Candidate selection: gates, platform minimums, improvement, rejection, approval."""
+
+from __future__ import annotations
+
+import pytest
+
+from crucible.api.modeldeployment import LabelSelector, ModelDeploymentSpec, PromotionSpec
+from crucible.operator.config import PromotionConfig
+from crucible.operator.promotion import APPROVE, approved, beats, choose, eligibility, selects
+
+PLATFORM = PromotionConfig()
+
+
+def run(name: str, accuracy: float | None, phase: str = "Succeeded", **gates: bool) -> dict:
+    gates = gates or {"debug": True, "crossValidation": True}
+    return {
+        "metadata": {"name": name, "labels": {"model": "digits"}},
+        "status": {
+            "phase": phase,
+            "gates": {gate: {"passed": passed} for gate, passed in gates.items()},
+            "metrics": {"accuracy": accuracy, "loss": 1 - (accuracy or 0)},
+            "artifact": {"uri": f"pvc://artifacts/{name}", "sha256": "a" * 64},
+        },
+    }
+
+
+def test_label_selectors_match_as_kubernetes_does() -> None:
+    selector = LabelSelector.model_validate(
+        {
+            "matchLabels": {"model": "digits"},
+            "matchExpressions": [
+                {"key": "stage", "operator": "In", "values": ["candidate", "prod"]},
+                {"key": "broken", "operator": "DoesNotExist"},
+            ],
+        }
+    )
+    assert selects(selector, {"model": "digits", "stage": "prod"})
+    assert not selects(selector, {"model": "digits", "stage": "dev"})
+    assert not selects(selector, {"model": "digits", "stage": "prod", "broken": "yes"})
+    assert not selects(selector, None)
+
+
+def test_only_a_better_run_by_min_improvement_is_chosen() -> None:
+    promotion = PromotionSpec(min_improvement=0.01)
+    runs = [run("a", 0.90), run("b", 0.95), run("c", 0.955)]
+    choice = choose(runs, "a", 0.90, promotion, PLATFORM)
+    assert choice.run == "c" and choice.verdict is not None and choice.verdict.model.training_run == "c"
+    choice = choose(runs, "c", 0.955, promotion, PLATFORM)
+    assert choice.run is None and choice.reason == "NoImprovement"
+    assert choose(runs, None, None, promotion, PLATFORM).run == "c"  # nothing served yet
+
+
+def test_minimize_direction() -> None:
+    promotion = PromotionSpec(metric="loss", direction="minimize")
+    assert beats(0.1, 0.2, promotion) and not beats(0.2, 0.1, promotion)
+    assert choose([run("a", 0.9), run("b", 0.8)], None, None, promotion, PLATFORM).run == "a"
+
+
+def test_failed_unrun_and_rejected_runs_are_never_chosen() -> None:
+    promotion = PromotionSpec(required_gates=["debug", "drift"])
+    assert eligibility(run("x", 0.99), promotion, PLATFORM).reason == "GatesNotPassed"
+    failed = run("f", 0.99, phase="Failed", debug=True, crossValidation=False)
+    assert eligibility(failed, PromotionSpec(), PLATFORM).reason == "TrainingRunNotSucceeded"
+    assert eligibility(run("r", 0.99), PromotionSpec(), PLATFORM, rejected=["r"]).reason == "Rejected"
+    choice = choose([failed, run("r", 0.99)], None, None, PromotionSpec(), PLATFORM, rejected=["r"])
+    assert choice.run is None and "f: TrainingRunNotSucceeded" in choice.message
+
+
+def test_the_platform_minimum_cannot_be_loosened() -> None:
+    platform = PromotionConfig.model_validate(
+        {"requiredGates": ["crossValidation"], "minMetric": {"accuracy": 0.9}}
+    )
+    # The deployment asks for fewer gates: the platform's are still required.
+    lenient = PromotionSpec(required_gates=[])
+    without_cv = run("a", 0.95, debug=True)
+    assert eligibility(without_cv, lenient, platform).reason == "GatesNotPassed"
+    assert eligibility(run("low", 0.85), lenient, platform).reason == "BelowPlatformMinimum"
+    assert eligibility(run("ok", 0.92), lenient, platform).eligible
+
+
+def test_manual_approval_names_the_candidate() -> None:
+    assert approved({APPROVE: "b"}, "b")
+    assert not approved({APPROVE: "a"}, "b") and not approved(None, "b")
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [({}, "exactly one"), ({"trainingRun": "a", "selector": {}}, "exactly one")],
+)
+def test_exactly_one_model_source(model: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        ModelDeploymentSpec.model_validate({"model": model})
+
+
+def test_canary_weights_must_not_decrease() -> None:
+    with pytest.raises(ValueError, match="must not decrease"):
+        ModelDeploymentSpec.model_validate(
+            {"model": {"trainingRun": "a"}, "rollout": {"steps": [{"weight": 50}, {"weight": 20}]}}
+        )
