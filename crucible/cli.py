@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from pathlib import Path
 
@@ -35,8 +34,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     spec = resource.spec
     output = _local_output(args.output, spec.output.uri, resource.name)  # type: ignore[attr-defined]
-    # Before torch is imported: spinning idle OpenMP threads slow everything else on the machine.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from crucible.trainer.cli import run_and_report
 
     return run_and_report(spec, resource.name, output, args.json, args.device)  # type: ignore[arg-type]

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.cli import assert_one_line_error, run_crucible
 from tests.conftest import FAST_SPEC
-
-CRUCIBLE = [sys.executable, "-m", "crucible"]
 
 
 def _write_run(path: Path, spec: dict, **document) -> Path:
@@ -26,22 +25,9 @@ def _write_run(path: Path, spec: dict, **document) -> Path:
     return path
 
 
-def _crucible(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CRUCIBLE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_train_json_succeeds_and_writes_the_artifact(tmp_path):
     run_file = _write_run(tmp_path / "run.yaml", FAST_SPEC)
-    proc = _crucible("train", "-f", str(run_file), "--json", "--output", "out", cwd=tmp_path)
+    proc = run_crucible("train", "-f", str(run_file), "--json", "--output", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["phase"] == "Succeeded"
@@ -53,7 +39,7 @@ def test_train_json_succeeds_and_writes_the_artifact(tmp_path):
 
 def test_train_defaults_output_to_runs_name_and_prints_a_summary(tmp_path):
     spec = {**FAST_SPEC, "gates": {"debug": {"enabled": False}, "crossValidation": {"enabled": False}}}
-    proc = _crucible("train", "-f", str(_write_run(tmp_path / "run.yaml", spec)), cwd=tmp_path)
+    proc = run_crucible("train", "-f", str(_write_run(tmp_path / "run.yaml", spec)), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Succeeded" in proc.stderr and "accuracy" in proc.stderr
     assert (tmp_path / "runs" / "cli" / "model.json").is_file()
@@ -61,20 +47,20 @@ def test_train_defaults_output_to_runs_name_and_prints_a_summary(tmp_path):
 
 def test_failed_gate_exits_1_with_the_reason(tmp_path):
     spec = {**FAST_SPEC, "hyperparameters": {"optimizer": "sgd", "learningRate": 50.0}}
-    proc = _crucible("train", "-f", str(_write_run(tmp_path / "run.yaml", spec)), "--json", cwd=tmp_path)
+    proc = run_crucible("train", "-f", str(_write_run(tmp_path / "run.yaml", spec)), "--json", cwd=tmp_path)
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["reason"].startswith("debug gate failed: overfitOneBatch")
 
 
 def test_invalid_yaml_is_one_line(tmp_path):
     (tmp_path / "run.yaml").write_text("spec: [unclosed\n")
-    _assert_one_line_error(_crucible("train", "-f", "run.yaml", cwd=tmp_path), "invalid YAML", "line")
+    assert_one_line_error(run_crucible("train", "-f", "run.yaml", cwd=tmp_path), "invalid YAML", "line")
 
 
 def test_unknown_field_names_the_field_and_the_allowed_ones(tmp_path):
     spec = {"model": {"architecture": "tiny_cnn", "layers": 3}}
-    _assert_one_line_error(
-        _crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", spec)), cwd=tmp_path),
+    assert_one_line_error(
+        run_crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", spec)), cwd=tmp_path),
         "spec.model.layers: unknown field",
         "architecture, pretrainedWeights, dropout",
     )
@@ -82,8 +68,8 @@ def test_unknown_field_names_the_field_and_the_allowed_ones(tmp_path):
 
 def test_unknown_architecture_lists_the_allowed_values(tmp_path):
     spec = {"model": {"architecture": "vgg_giant"}}
-    _assert_one_line_error(
-        _crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", spec)), cwd=tmp_path),
+    assert_one_line_error(
+        run_crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", spec)), cwd=tmp_path),
         "spec.model.architecture: 'vgg_giant' is not allowed",
         "mobilenet_v3_small",
         "tiny_cnn",
@@ -92,19 +78,19 @@ def test_unknown_architecture_lists_the_allowed_values(tmp_path):
 
 def test_missing_dataset_path_is_named(tmp_path):
     spec = {"dataset": {"source": "imageFolder", "uri": str(tmp_path / "nowhere")}}
-    _assert_one_line_error(
-        _crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", spec)), cwd=tmp_path),
+    assert_one_line_error(
+        run_crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", spec)), cwd=tmp_path),
         "spec.dataset.uri",
         "nowhere",
     )
 
 
 def test_wrong_kind_and_missing_file_are_one_line(tmp_path):
-    _assert_one_line_error(
-        _crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", {}, kind="Pod")), cwd=tmp_path),
+    assert_one_line_error(
+        run_crucible("train", "-f", str(_write_run(tmp_path / "r.yaml", {}, kind="Pod")), cwd=tmp_path),
         "kind: 'Pod'",
     )
-    _assert_one_line_error(_crucible("train", "-f", "absent.yaml", cwd=tmp_path), "no such file")
+    assert_one_line_error(run_crucible("train", "-f", "absent.yaml", cwd=tmp_path), "no such file")
 
 
 def test_trainer_entry_point_writes_the_termination_message(tmp_path):

@@ -11,22 +11,12 @@ import pytest
 
 from crucible.cli import main
 from crucible.tuning.study import local_storage, open_study
+from tests.cli import assert_one_line_error, run_crucible
 from tests.tuning.jobs import job_document, job_spec, write_job
-
-CRUCIBLE = [sys.executable, "-m", "crucible"]
 
 
 def _tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CRUCIBLE, "tune", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+    return run_crucible("tune", *args, cwd=cwd)
 
 
 def test_a_search_exits_0_and_prints_the_result_json(tmp_path):
@@ -63,13 +53,13 @@ def test_progress_and_the_best_parameters_go_to_stderr(tmp_path, capsys):
 )  # fmt: skip
 def test_invalid_input_exits_2_with_one_line_naming_the_field(tmp_path, overrides, fragments):
     job = write_job(tmp_path / "job.yaml", job_document(**overrides))
-    _assert_one_line_error(_tune("-f", str(job), cwd=tmp_path), *fragments)
+    assert_one_line_error(_tune("-f", str(job), cwd=tmp_path), *fragments)
 
 
 def test_other_invalid_input_exits_2(tmp_path):
-    _assert_one_line_error(_tune("-f", "missing.yaml", cwd=tmp_path), "no such file")
+    assert_one_line_error(_tune("-f", "missing.yaml", cwd=tmp_path), "no such file")
     job = write_job(tmp_path / "job.yaml", job_document())
-    _assert_one_line_error(
+    assert_one_line_error(
         _tune("-f", str(job), "--workers", "0", cwd=tmp_path), "--workers: must be at least 1"
     )
     # An output directory that holds another search's study.
@@ -78,7 +68,7 @@ def test_other_invalid_input_exits_2(tmp_path):
         local_storage(tmp_path / "out"),
         "tiny-search",
     )
-    _assert_one_line_error(
+    assert_one_line_error(
         _tune("-f", str(job), "--output", "out", cwd=tmp_path), "was made for another search"
     )
 
