@@ -58,7 +58,8 @@ def test_an_error_over_http_is_a_clear_4xx(live_server):
 
 async def test_concurrent_requests_share_forward_passes(live_server, digit_pixels):
     pixels, _ = digit_pixels
-    requests = 16
+    # Enough concurrent requests that they overlap even when connections open slowly on a busy machine.
+    requests = 64
     async with httpx.AsyncClient(base_url=live_server, limits=httpx.Limits(max_connections=requests)) as http:
         before = (await http.get("/metrics")).text
         bodies = [infer_body(pixels[i % 10 : i % 10 + 1], id=str(i)) for i in range(requests)]
