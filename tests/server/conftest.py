@@ -3,12 +3,6 @@ and a real `crucible serve` process."""
 
 from __future__ import annotations
 
-import os
-
-# Idle OpenMP workers spin by default; on a shared or busy CPU that slows torch several times over
-# (training the shared digits artifact takes about 2.5x longer). Set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from collections.abc import Iterator
 from pathlib import Path
 
