@@ -18,6 +18,7 @@ from crucible.operator.analysis import FAIL, INCONCLUSIVE, Analysis, Counters, S
 from crucible.operator.durations import parse_duration
 
 WAIT, ADVANCE, PROMOTE, ROLLBACK = "Wait", "Advance", "Promote", "Rollback"
+ANALYSIS_FAILED, PROGRESS_DEADLINE_EXCEEDED = "AnalysisFailed", "ProgressDeadlineExceeded"
 
 
 def split(replicas: int, weight: int) -> tuple[int, int]:
@@ -63,6 +64,7 @@ class Decision:
     action: str  # WAIT, ADVANCE, PROMOTE or ROLLBACK
     state: CanaryStatus
     message: str = ""
+    reason: str = ""  # of a rollback, as one CamelCase word
 
 
 def _record(state: CanaryStatus, now: datetime, verdict: str, analysis: Analysis) -> AnalysisStatus:
@@ -84,9 +86,16 @@ def tick(
     if state.phase == "Promoting":
         return Decision(WAIT, state, "the stable track is taking the candidate")
     if not ready:
-        return Decision(WAIT, state.model_copy(update={"phase": "Starting"}), "waiting for ready replicas")
+        since = state.waiting_since or now
+        deadline = parse_duration(rollout.progress_deadline)
+        if now - since >= deadline:
+            message = f"step {state.step}: the replicas were not all ready within {rollout.progress_deadline}"
+            return Decision(ROLLBACK, state, message, PROGRESS_DEADLINE_EXCEEDED)
+        waiting = state.model_copy(update={"phase": "Starting", "waiting_since": since})
+        return Decision(WAIT, waiting, "waiting for ready replicas")
     if state.phase == "Starting":
-        started = state.model_copy(update={"phase": "Analysing", "step_started_at": now, "sample": None})
+        update = {"phase": "Analysing", "step_started_at": now, "sample": None, "waiting_since": None}
+        started = state.model_copy(update=update)
         return Decision(WAIT, started, f"step {state.step}: {state.weight}% on the candidate")
     if sample is None:
         return Decision(WAIT, state)
@@ -95,7 +104,7 @@ def tick(
     analysis = analyse(sample.counters.since(to_sample(state.sample).counters), rollout.analysis)
     if analysis.result == FAIL:
         failed = state.model_copy(update={"last_analysis": _record(state, now, ROLLBACK, analysis)})
-        return Decision(ROLLBACK, failed, analysis.message)
+        return Decision(ROLLBACK, failed, analysis.message, ANALYSIS_FAILED)
     if analysis.result == INCONCLUSIVE:  # the window grows until it holds enough requests
         waiting = state.model_copy(update={"last_analysis": _record(state, now, WAIT, analysis)})
         return Decision(WAIT, waiting, analysis.message)

@@ -101,6 +101,10 @@ def service_name(model_deployment: str) -> str:
     return child_name(model_deployment, "server")
 
 
+def stable_service_name(model_deployment: str) -> str:
+    return child_name(model_deployment, "stable")
+
+
 def disruption_budget_name(model_deployment: str) -> str:
     return child_name(model_deployment, "server", limit=253)
 

@@ -28,6 +28,7 @@ from crucible.operator.manifests.serving import (
     server_deployment,
     server_service,
     service_url,
+    stable_service,
 )
 from crucible.operator.planning import plan_serving
 from crucible.operator.promotion import APPROVE, approved
@@ -98,9 +99,10 @@ class Rollout:
     async def _front(self, body: dict, model: ServedModel) -> tuple[str, str]:
         """The Service (both tracks behind it) and the disruption budget; (service name, url)."""
         plan = plan_serving(body, parse_pvc_uri(model.uri, "status.currentModel.uri"), self.config)
-        service, budget = server_service(plan), disruption_budget(plan)
-        kopf.adopt([service, budget], owner=body)
+        service, stable, budget = server_service(plan), stable_service(plan), disruption_budget(plan)
+        kopf.adopt([service, stable, budget], owner=body)
         await self.kube.apply(service)
+        await self.kube.apply(stable)
         if plan.spec.replicas > 1:
             await self.kube.apply(budget)
         else:
@@ -141,7 +143,7 @@ class Rollout:
         decision = tick(state, spec.rollout, moment, ready, sample)
         status = serving_status(body, current, stable, service, url, stable_replicas)
         if decision.action == ROLLBACK:
-            return await self._roll_back(body, spec, current, target, decision.message)
+            return await self._roll_back(body, spec, current, target, decision.reason, decision.message)
         if decision.action == PROMOTE:
             kopf.event(
                 body,
@@ -187,16 +189,20 @@ class Rollout:
         return with_promotion(body, status, history=history, extra=extra)
 
     async def _roll_back(
-        self, body: dict, spec: ModelDeploymentSpec, current: ServedModel, target: ServedModel, why: str
+        self,
+        body: dict,
+        spec: ModelDeploymentSpec,
+        current: ServedModel,
+        target: ServedModel,
+        reason: str,
+        why: str,
     ) -> ModelDeploymentStatus:
         await self._remove_canary(body)
         stable = await self._apply_track(body, current, "stable", spec.replicas)
         service, url = await self._front(body, current)
         previous = body.get("status") or {}
         rejected = sorted({*(previous.get("rejected") or []), target.training_run})
-        history = history_with(
-            previous, "RolledBack", target.training_run, current.training_run, "AnalysisFailed", why
-        )
+        history = history_with(previous, "RolledBack", target.training_run, current.training_run, reason, why)
         kopf.event(body, type="Warning", reason="CanaryRolledBack", message=f"{target.training_run}: {why}")
         status = serving_status(body, current, stable, service, url, spec.replicas)
         extra = [degraded(target.training_run, why)]

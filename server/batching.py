@@ -172,7 +172,19 @@ class DynamicBatcher:
         self._on_batch(sum(p.count for p in batch), time.perf_counter() - started)
         offset = 0
         for pending in batch:
-            # A caller that went away (client disconnected) has a cancelled future.
-            if not pending.future.done():
-                pending.future.set_result(probabilities[offset : offset + pending.count])
+            rows = probabilities[offset : offset + pending.count]
             offset += pending.count
+            # A caller that went away (client disconnected) has a cancelled future.
+            if pending.future.done():
+                continue
+            if not np.isfinite(rows).all():
+                # NaN or infinite probabilities are a broken model, never an answer: a 500 that the
+                # error-rate analysis of a canary sees, not a 200 that no one notices.
+                bad = int((~np.isfinite(rows)).any(axis=1).sum())
+                message = (
+                    f"inference failed: the model produced non-finite outputs for {bad} of {len(rows)} images"
+                )
+                log.error(message)
+                pending.future.set_exception(InferenceFailed(message))
+            else:
+                pending.future.set_result(rows)

@@ -197,6 +197,13 @@ class RolloutSpec(SpecModel):
         description="Canary steps, weights not decreasing; traffic follows the replica ratio (no mesh).",
     )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    progress_deadline: str = Field(
+        "10m",
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="Longest wait for a canary step's replicas to become ready; past it the candidate is "
+        "rolled back (a model that cannot start is never promoted, and never waits forever).",
+    )
 
     @model_validator(mode="after")
     def _weights_grow(self) -> RolloutSpec:

@@ -133,6 +133,9 @@ class CanaryStatus(StatusModel):
         ..., description="Starting: canary pods not ready yet; Analysing; Promoting: stable takes it."
     )
     step_started_at: datetime | None = Field(None, description="When the step's canary pods were ready.")
+    waiting_since: datetime | None = Field(
+        None, description="Since when the step's replicas have not all been ready (the progress deadline)."
+    )
     analyses_passed: int = Field(0, description="Passing analyses in this step.")
     sample: MetricsSample | None = Field(None, description="Counters at the start of the window.")
     last_analysis: AnalysisStatus | None = Field(None, description="The latest verdict and its figures.")

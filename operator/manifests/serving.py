@@ -14,6 +14,7 @@ LIVE = "/v2/health/live"
 READY = "/v2/health/ready"
 MODEL_SHA256 = f"{API_GROUP}/model-sha256"
 MODEL_RUN = f"{API_GROUP}/training-run"
+PRE_STOP_SECONDS = 5
 
 
 def server_command(plan: ServingPlan) -> list[str]:
@@ -63,6 +64,9 @@ def _container(plan: ServingPlan) -> dict:
         "startupProbe": _probe(LIVE, period=5, failures=60),
         "livenessProbe": _probe(LIVE, period=10, failures=3),
         "readinessProbe": _probe(READY, period=5, failures=3),
+        # Endpoints are removed while the pod is stopping, but proxies on other nodes learn of it a
+        # moment later: keep answering for that moment, then drain (SIGTERM) within the grace period.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "securityContext": dict(pods.CONTAINER_SECURITY),
     }
 
@@ -114,17 +118,27 @@ def server_deployment(plan: ServingPlan, training_run: str, sha256: str, track: 
 
 def server_service(plan: ServingPlan) -> dict:
     """One Service for every track of the deployment: a canary added later shares it."""
+    return _service(plan, naming.service_name(plan.name), naming.server_selector(plan.name))
+
+
+def stable_service(plan: ServingPlan) -> dict:
+    """The stable track only: for clients that must never be answered by a candidate under analysis."""
+    selector = {**naming.server_selector(plan.name), naming.TRACK: "stable"}
+    return _service(plan, naming.stable_service_name(plan.name), selector)
+
+
+def _service(plan: ServingPlan, name: str, selector: dict[str, str]) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": naming.service_name(plan.name),
+            "name": name,
             "namespace": plan.namespace,
             "labels": naming.server_labels(plan.name),
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": naming.server_selector(plan.name),
+            "selector": selector,
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }

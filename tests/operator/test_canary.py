@@ -9,7 +9,18 @@ import pytest
 
 from crucible.api.modeldeployment import RolloutSpec
 from crucible.operator.analysis import Counters, Sample
-from crucible.operator.canary import ADVANCE, PROMOTE, ROLLBACK, WAIT, scrape_due, split, start, tick
+from crucible.operator.canary import (
+    ADVANCE,
+    ANALYSIS_FAILED,
+    PROGRESS_DEADLINE_EXCEEDED,
+    PROMOTE,
+    ROLLBACK,
+    WAIT,
+    scrape_due,
+    split,
+    start,
+    tick,
+)
 from crucible.operator.durations import parse_duration
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -87,3 +98,27 @@ def test_slow_canary_rolls_back_on_latency() -> None:
     state = tick(state, ROLLOUT, T0, True, sample(0, 0)).state
     decision = tick(state, ROLLOUT, T0 + timedelta(seconds=5), True, sample(5, 20, fast=False))
     assert decision.action == ROLLBACK and "p95 latency" in decision.message
+    assert decision.reason == ANALYSIS_FAILED
+
+
+def test_a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() -> None:
+    rollout = ROLLOUT.model_copy(update={"progress_deadline": "2m"})
+    state = start("crashing", rollout)
+    for seconds in (0, 60, 119):
+        decision = tick(state, rollout, T0 + timedelta(seconds=seconds), ready=False, sample=None)
+        assert decision.action == WAIT and decision.state.waiting_since == T0
+        state = decision.state
+    decision = tick(state, rollout, T0 + timedelta(seconds=120), ready=False, sample=None)
+    assert decision.action == ROLLBACK and decision.reason == PROGRESS_DEADLINE_EXCEEDED
+    assert decision.message == "step 1: the replicas were not all ready within 2m"
+
+
+def test_the_progress_deadline_counts_only_while_replicas_are_not_ready() -> None:
+    rollout = ROLLOUT.model_copy(update={"progress_deadline": "2m"})
+    state = tick(start("slow-start", rollout), rollout, T0, ready=False, sample=None).state
+    state = tick(state, rollout, T0 + timedelta(seconds=100), ready=True, sample=None).state
+    assert state.phase == "Analysing" and state.waiting_since is None
+    # A pod lost later starts a new wait: the deadline counts from then, not from the step's start.
+    state = tick(state, rollout, T0 + timedelta(seconds=200), ready=False, sample=None).state
+    decision = tick(state, rollout, T0 + timedelta(seconds=250), ready=False, sample=None)
+    assert decision.action == WAIT and decision.state.waiting_since == T0 + timedelta(seconds=200)

@@ -157,6 +157,24 @@ async def test_a_failed_forward_pass_fails_its_callers_and_the_worker_carries_on
     await batcher.stop()
 
 
+async def test_non_finite_outputs_fail_only_the_requests_they_belong_to():
+    model = RecordingModel(seconds=0.05)
+    batcher = await started(model, max_batch_size=32, max_delay_s=0.01)
+    first = asyncio.create_task(batcher.submit(images(0)))
+    await asyncio.sleep(0.01)  # the next three share one forward pass
+    nan, good, inf = (
+        asyncio.create_task(batcher.submit(x)) for x in (images(np.nan, 1), images(2), images(np.inf))
+    )
+    await asyncio.wait([first, nan, good, inf])
+    await batcher.stop()
+    assert [len(ids) for ids in model.passes] == [1, 4]  # one pass for the three
+    assert good.result().item() == 2
+    with pytest.raises(InferenceFailed, match="non-finite outputs for 1 of 2 images"):
+        nan.result()
+    with pytest.raises(InferenceFailed, match="non-finite outputs for 1 of 1 images"):
+        inf.result()
+
+
 async def test_observers_see_batch_sizes_and_queue_depth():
     sizes, depths = [], []
     model = RecordingModel(seconds=0.03)
