@@ -11,9 +11,10 @@ import kmock
 import pytest
 import yaml
 
-from tests.operator.fake_cluster import NAMESPACE, Cluster, write_kubeconfig
+from tests.operator.fake_cluster import NAMESPACE, Cluster, eventually, write_kubeconfig
 from tests.operator.fake_kubelet import FakeKubelet
 from tests.operator.operator_thread import OperatorThread
+from tests.operator.service_proxy import ServiceProxy
 
 
 @pytest.fixture
@@ -44,9 +45,11 @@ async def operator(kubeconfig: Path, operator_config: Path) -> AsyncIterator[Ope
     assert not thread.errors, thread.errors
 
 
-async def _kubelet(cluster: Cluster, workdir: Path, instant: bool) -> AsyncIterator[FakeKubelet]:
-    kubelet = FakeKubelet(str(cluster.url).rstrip("/"), workdir, instant=instant)
-    task = asyncio.create_task(kubelet.run())
+async def _kubelet(
+    cluster: Cluster, workdir: Path, instant: bool, run_servers: bool = False
+) -> AsyncIterator[FakeKubelet]:
+    kubelet = FakeKubelet(str(cluster.url).rstrip("/"), workdir, instant=instant, run_servers=run_servers)
+    task = asyncio.create_task(kubelet.run(cluster))
     yield kubelet
     await kubelet.stop()
     task.cancel()
@@ -66,3 +69,21 @@ async def instant_kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Fak
     """Finishes each trainer Job at once with a successful result."""
     async for running in _kubelet(cluster, tmp_path / "node", instant=True):
         yield running
+
+
+@pytest.fixture
+async def serving_kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[FakeKubelet]:
+    """Finishes trainer Jobs at once (with the artifacts a test gives it) and runs every server
+    Deployment's replicas as real `crucible serve` processes."""
+    async for running in _kubelet(cluster, tmp_path / "node", instant=True, run_servers=True):
+        yield running
+
+
+@pytest.fixture
+async def services(cluster: Cluster, serving_kubelet: FakeKubelet) -> AsyncIterator[ServiceProxy]:
+    """Reach a Service as a client in the cluster would: `await services.url("md-server")`."""
+    await eventually(lambda: serving_kubelet.servers is not None, 10, "the Deployment controller runs")
+    assert serving_kubelet.servers is not None
+    proxy = ServiceProxy(cluster, serving_kubelet.servers)
+    yield proxy
+    await proxy.close()

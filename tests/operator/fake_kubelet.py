@@ -16,8 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from tests.operator.fake_cluster import Cluster
+    from tests.operator.fake_deployments import FakeDeploymentController
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -46,6 +51,25 @@ def instant_result(command: list[str], override: dict | None = None) -> str:
     )
 
 
+def container_command(container: dict, mounts: dict[str, Path]) -> tuple[str, list[str], dict[str, str]]:
+    """(program, arguments, environment) of a container run here: paths under its mounts mapped to
+    the folders standing in for them, the program taken from this virtual environment."""
+
+    def local(value: str) -> str:
+        for mount_path in sorted(mounts, key=len, reverse=True):
+            if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+                return str(mounts[mount_path]) + value[len(mount_path) :]
+        return value
+
+    command = [*container.get("command", []), *container.get("args", [])]
+    program = shutil.which(command[0], path=str(Path(sys.executable).parent)) or command[0]
+    env = {
+        **os.environ,
+        **{item["name"]: local(item.get("value", "")) for item in container.get("env", [])},
+    }
+    return program, [local(value) for value in command[1:]], env
+
+
 @dataclass
 class Ran:
     exit_code: int
@@ -64,15 +88,37 @@ class FakeKubelet:
     pods_run: list[str] = field(default_factory=list)
     # Instant mode: a Job's result by Job name, in place of the default one (metrics that differ).
     results: dict[str, dict] = field(default_factory=dict)
+    # Instant mode: an artifact directory a Job "writes" (copied to its --artifact-uri), by Job name.
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    # Server Deployments: run their pods as real processes (FakeDeploymentController), or only
+    # report them rolled out.
+    run_servers: bool = False
+    servers: FakeDeploymentController | None = None
     _seen: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
-    async def run(self) -> None:
+    async def run(self, cluster: Cluster | None = None) -> None:
         async with aiohttp.ClientSession(self.base_url) as session:
-            await asyncio.gather(
-                self._watch(session, "/apis/batch/v1/jobs", self._on_job),
-                self._watch(session, "/apis/apps/v1/deployments", self._on_deployment),
-            )
+            jobs = self._watch(session, "/apis/batch/v1/jobs", self._on_job)
+            if self.run_servers:
+                from tests.operator.fake_deployments import FakeDeploymentController
+
+                assert cluster is not None, "running servers needs the emulator itself"
+                self.servers = FakeDeploymentController(cluster, self)
+                await asyncio.gather(jobs, self.servers.run())
+            else:
+                await asyncio.gather(
+                    jobs, self._watch(session, "/apis/apps/v1/deployments", self._on_deployment)
+                )
+
+    def _place_artifact(self, command: list[str], source: Path) -> dict:
+        """Copy `source` where the Job's --artifact-uri (pvc://claim/path) lands on this node; the
+        result's artifact entry, with the sha256 its model card holds."""
+        uri = command[command.index("--artifact-uri") + 1]
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        shutil.copytree(source, self.workdir / "volumes" / claim / path, dirs_exist_ok=True)
+        card = json.loads((source / "model.json").read_text())
+        return {"uri": uri, "sha256": (card.get("weights") or {}).get("sha256") or card["sha256"]}
 
     async def _watch(
         self,
@@ -93,9 +139,7 @@ class FakeKubelet:
         if uid in self._seen or (job.get("status") or {}).get("conditions"):
             return
         self._seen.add(uid)
-        task = asyncio.create_task(self._run_job(session, job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.keep(asyncio.create_task(self._run_job(session, job)))
 
     async def _on_deployment(self, session: aiohttp.ClientSession, deployment: dict) -> None:
         generation = deployment["metadata"].get("generation")
@@ -106,7 +150,7 @@ class FakeKubelet:
             key: replicas for key in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
         }
         condition = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
-        await self._status(
+        await self.write_status(
             session, deployment, {"observedGeneration": generation, **counts, "conditions": [condition]}
         )
 
@@ -117,14 +161,14 @@ class FakeKubelet:
         plural = {"Job": "jobs", "Pod": "pods", "Deployment": "deployments"}[kind]
         return f"{prefix}/namespaces/{body['metadata']['namespace']}/{plural}/{body['metadata']['name']}"
 
-    async def _status(self, session: aiohttp.ClientSession, body: dict, status: dict) -> None:
+    async def write_status(self, session: aiohttp.ClientSession, body: dict, status: dict) -> None:
         async with session.patch(
             self._path(body) + "/status", data=json.dumps({"status": status}), headers=MERGE
         ) as response:
             response.raise_for_status()
 
     async def _run_job(self, session: aiohttp.ClientSession, job: dict) -> None:
-        await self._status(session, job, {"startTime": now(), "active": 1})
+        await self.write_status(session, job, {"startTime": now(), "active": 1})
         spec = job["spec"]
         failures = 0
         while True:
@@ -132,7 +176,7 @@ class FakeKubelet:
             ran = await self._run_pod(session, pod)
             if ran.exit_code == 0:
                 done = {"type": "Complete", "status": "True", "lastTransitionTime": now()}
-                await self._status(
+                await self.write_status(
                     session,
                     job,
                     {"active": None, "succeeded": 1, "completionTime": now(), "conditions": [done]},
@@ -143,7 +187,9 @@ class FakeKubelet:
             if final or failures > spec.get("backoffLimit", 6):
                 reason = "PodFailurePolicy" if final else "BackoffLimitExceeded"
                 failed = {"type": "Failed", "status": "True", "reason": reason, "lastTransitionTime": now()}
-                await self._status(session, job, {"active": None, "failed": failures, "conditions": [failed]})
+                await self.write_status(
+                    session, job, {"active": None, "failed": failures, "conditions": [failed]}
+                )
                 return
 
     @staticmethod
@@ -178,7 +224,7 @@ class FakeKubelet:
         async with session.post(f"/api/v1/namespaces/{metadata['namespace']}/pods", json=pod) as response:
             response.raise_for_status()
             created = await response.json()
-        await self._status(session, created, {"phase": "Running", "startTime": now()})
+        await self.write_status(session, created, {"phase": "Running", "startTime": now()})
         self.pods_run.append(name)
         return created
 
@@ -188,9 +234,12 @@ class FakeKubelet:
         started = now()
         if self.instant:
             job = pod["metadata"]["labels"].get("job-name", "")
-            ran = Ran(0, "Completed", instant_result(command, self.results.get(job)), started, now())
+            result = dict(self.results.get(job) or {})
+            if job in self.artifacts:
+                result.setdefault("artifact", self._place_artifact(command, self.artifacts[job]))
+            ran = Ran(0, "Completed", instant_result(command, result), started, now())
         else:
-            ran = await self._execute(session, pod, container, command, started)
+            ran = await self._execute(session, pod, container, started)
         terminated = {
             "exitCode": ran.exit_code,
             "reason": ran.reason,
@@ -211,34 +260,22 @@ class FakeKubelet:
                 }
             ],
         }
-        await self._status(session, pod, status)
+        await self.write_status(session, pod, status)
         return ran
 
-    async def _execute(
-        self, session: aiohttp.ClientSession, pod: dict, container: dict, command: list[str], started: str
-    ) -> Ran:
+    async def _execute(self, session: aiohttp.ClientSession, pod: dict, container: dict, started: str) -> Ran:
         pod_dir = self.workdir / "pods" / pod["metadata"]["name"]
         pod_dir.mkdir(parents=True)
-        mounts = await self._mounts(session, pod, container, pod_dir)
+        mounts = await self.mounts(session, pod, container, pod_dir)
         termination = pod_dir / "termination-log"
         termination.touch()
         mounts[container.get("terminationMessagePath", DEFAULT_TERMINATION_LOG)] = termination
 
-        def local(value: str) -> str:
-            for mount_path in sorted(mounts, key=len, reverse=True):
-                if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
-                    return str(mounts[mount_path]) + value[len(mount_path) :]
-            return value
-
-        program = shutil.which(command[0], path=str(Path(sys.executable).parent)) or command[0]
-        env = {
-            **os.environ,
-            **{item["name"]: local(item.get("value", "")) for item in container.get("env", [])},
-        }
+        program, arguments, env = container_command(container, mounts)
         log = pod_dir / "log"
         with log.open("wb") as output:
             process = await asyncio.create_subprocess_exec(
-                program, *map(local, command[1:]), stdout=output, stderr=asyncio.subprocess.STDOUT, env=env
+                program, *arguments, stdout=output, stderr=asyncio.subprocess.STDOUT, env=env
             )
             try:
                 exit_code = await asyncio.wait_for(process.wait(), self.timeout)
@@ -254,7 +291,7 @@ class FakeKubelet:
             message = "\n".join(tail)[-LOG_TAIL_BYTES:]
         return Ran(exit_code, "Completed" if exit_code == 0 else "Error", message, started, now())
 
-    async def _mounts(
+    async def mounts(
         self, session: aiohttp.ClientSession, pod: dict, container: dict, pod_dir: Path
     ) -> dict[str, Path]:
         """Mount path in the container -> folder here."""
@@ -285,7 +322,14 @@ class FakeKubelet:
         for key, text in (config_map.get("data") or {}).items():
             (folder / key).write_text(text)
 
+    def keep(self, task: asyncio.Task) -> None:
+        """Hold a background task until it ends (or the kubelet stops)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def stop(self) -> None:
+        if self.servers is not None:
+            await self.servers.stop()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

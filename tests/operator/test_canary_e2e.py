@@ -1,0 +1,280 @@
+"""Promotion through a canary, end to end on the emulator with real servers: the test kubelet runs every
+server replica as a `crucible serve` process on a pod address of its own, a test kube-proxy stands for
+the Services, and clients send inference requests through them the whole time. Trainer Jobs finish at
+once with a real artifact each (a trained digits model, or a variant of it) and the metrics given."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_SPEC
+from tests.operator.e2e import DEPLOYMENTS, condition_of, created_by_operator, run_phase, status_of
+from tests.operator.fake_cluster import Cluster, eventually
+from tests.operator.fake_kubelet import FakeKubelet
+from tests.operator.operator_thread import OperatorThread
+from tests.operator.service_proxy import ServiceProxy
+from tests.operator.traffic import Traffic, infer_request
+
+LABELS = {"crucible.dev/model": "digits"}
+SERVERS = "apps/v1/deployments"
+MD = "md"
+# Generous for a busy 2-core machine: each server process imports torch before it is ready.
+SERVING_TIMEOUT = 120
+
+
+def _variant(source: Path, target: Path, change: Callable[[dict], None]) -> Path:
+    """A copy of an artifact with its weights changed and its model card's sha256 updated to match."""
+    import torch
+
+    from crucible.server.artifact import sha256_of
+
+    shutil.copytree(source, target)
+    state = torch.load(target / "model.pt", weights_only=True)
+    change(state)
+    torch.save(state, target / "model.pt")
+    card = json.loads((target / "model.json").read_text())
+    card["sha256"] = card["weights"]["sha256"] = sha256_of(target / "model.pt")
+    (target / "model.json").write_text(json.dumps(card))
+    return target
+
+
+def _last_layer(state: dict) -> str:
+    return [name for name in state if name.endswith(".weight")][-1]
+
+
+@pytest.fixture(scope="module")
+def models(digits_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """base: the trained digits model; better: the same, nudged (other weights, other sha256);
+    broken: NaN in its last layer (every answer is non-finite: the server answers 500); tampered:
+    weights that no longer match their card's sha256."""
+    root = tmp_path_factory.mktemp("models")
+
+    def nudge(state: dict) -> None:
+        state[_last_layer(state)].mul_(1.001)
+
+    def poison(state: dict) -> None:
+        state[_last_layer(state)].fill_(float("nan"))
+
+    tampered = _variant(digits_artifact, root / "tampered", nudge)
+    with (tampered / "model.pt").open("ab") as weights:
+        weights.write(b"\0")  # after the card was written: the server refuses to start (exit 2)
+    return {
+        "base": digits_artifact,
+        "better": _variant(digits_artifact, root / "better", nudge),
+        "broken": _variant(digits_artifact, root / "broken", poison),
+        "tampered": tampered,
+    }
+
+
+def canary_spec(steps: list[dict], deadline: str = "2m", **analysis: object) -> dict:
+    return {
+        "model": {"selector": {"matchLabels": LABELS}},
+        "replicas": 2,
+        "promotion": {"minImprovement": 0.01},
+        "rollout": {
+            "strategy": "Canary",
+            "steps": steps,
+            "analysis": {"interval": "2s", "minRequests": 10, "maxLatencyP95Ms": 5000, **analysis},
+            "progressDeadline": deadline,
+        },
+    }
+
+
+async def train(
+    cluster: Cluster, kubelet: FakeKubelet, name: str, accuracy: float, model: Path | None, **result: object
+) -> None:
+    """A TrainingRun whose Job reports `accuracy` and, when given, `model` as its artifact."""
+    job = f"{name}-train"
+    kubelet.results[job] = {"metrics": {"accuracy": accuracy}, **result}
+    if model is not None:
+        kubelet.artifacts[job] = model
+    await cluster.create_resource("TrainingRun", name, FAST_SPEC, labels=LABELS)
+    await run_phase(cluster, name, ("Succeeded", "Failed"), timeout=20)
+
+
+def current(cluster: Cluster) -> str | None:
+    return (status_of(cluster, DEPLOYMENTS, MD).get("currentModel") or {}).get("trainingRun")
+
+
+def ready(cluster: Cluster) -> bool:
+    return condition_of(status_of(cluster, DEPLOYMENTS, MD), "Ready").get("status") == "True"
+
+
+def created(cluster: Cluster, name: str) -> bool:
+    """Whether the operator ever created a Deployment of this name."""
+    return any(
+        manifest["kind"] == "Deployment" and manifest["metadata"]["name"] == name
+        for manifest in created_by_operator(cluster)
+    )
+
+
+async def serve_base(cluster: Cluster, kubelet: FakeKubelet, models: dict[str, Path], spec: dict) -> None:
+    await train(cluster, kubelet, "base", 0.90, models["base"])
+    await cluster.create_resource("ModelDeployment", MD, spec)
+    await eventually(lambda: current(cluster) == "base" and ready(cluster), SERVING_TIMEOUT, "base served")
+
+
+async def watch_canary(cluster: Cluster, seen: list[tuple[int, int, str]]) -> None:
+    """Record each (step, weight, phase) the ModelDeployment's status shows."""
+    while True:
+        canary = status_of(cluster, DEPLOYMENTS, MD).get("canary")
+        if canary:
+            entry = (canary["step"], canary["weight"], canary["phase"])
+            if not seen or seen[-1] != entry:
+                seen.append(entry)
+        await asyncio.sleep(0.05)
+
+
+async def test_a_better_run_goes_through_every_canary_step_while_clients_never_fail(
+    cluster: Cluster,
+    operator: OperatorThread,
+    serving_kubelet: FakeKubelet,
+    services: ServiceProxy,
+    models: dict[str, Path],
+) -> None:
+    spec = canary_spec([{"weight": 50, "pause": "3s"}, {"weight": 100, "pause": "0s"}])
+    await serve_base(cluster, serving_kubelet, models, spec)
+    url = await services.url(f"{MD}-server")
+    payload = infer_request((3, 16, 16))
+    poller = Traffic(url, MD, payload, pause=0.05).start()
+    load = Traffic(url, MD, payload, concurrency=2, pause=0.02).start()
+    seen: list[tuple[int, int, str]] = []
+    watcher = asyncio.create_task(watch_canary(cluster, seen))
+    try:
+        # Neither a run that is not better by minImprovement nor one that failed a gate is deployed.
+        await train(cluster, serving_kubelet, "worse", 0.905, models["better"])
+        failed_gate = {
+            "phase": "Failed",
+            "reason": "crossValidation: std 0.2 > 0.05",
+            "gates": {"crossValidation": {"passed": False, "checks": {}}},
+            "artifact": None,
+        }
+        await train(cluster, serving_kubelet, "failed-gate", 0.99, None, **failed_gate)
+        await asyncio.sleep(3)
+        assert current(cluster) == "base" and not created(cluster, f"{MD}-canary")
+        assert not status_of(cluster, DEPLOYMENTS, MD).get("candidateModel")
+
+        await train(cluster, serving_kubelet, "better", 0.95, models["better"])
+        promoted_at = await eventually(
+            lambda: current(cluster) == "better" and ready(cluster) and time.monotonic(),
+            SERVING_TIMEOUT,
+            "better promoted",
+        )
+        await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary") is None, 30, "canary removed")
+        await asyncio.sleep(1)
+    finally:
+        watcher.cancel()
+        await poller.stop()
+        await load.stop()
+
+    # Every step, in order, then the promotion.
+    assert [(step, weight) for step, weight, phase in seen if phase == "Analysing"] == [(1, 50), (2, 100)]
+    assert seen[-1][2] == "Promoting"
+    status = status_of(cluster, DEPLOYMENTS, MD)
+    assert [(h["action"], h["trainingRun"], h["previous"]) for h in status["history"]] == [
+        ("Promoted", "better", "base")
+    ]
+    assert "error rate 0.0000" in status["history"][0]["message"]
+    assert status.get("canary") is None and status.get("candidateModel") is None
+    # No client ever saw a failure: not through the steps, the promotion, or the canary's removal.
+    assert poller.failures == [] and load.failures == []
+    base_version, better_version = (
+        json.loads((models[name] / "model.json").read_text())["sha256"][:12] for name in ("base", "better")
+    )
+    assert {base_version, better_version} <= poller.versions() | load.versions()
+    assert poller.versions(since=promoted_at + 0.5) == {better_version}
+    stable_pods = serving_kubelet.servers.pods_of(f"{MD}-stable")
+    assert len(stable_pods) == 2
+    assert {pod.body["metadata"]["annotations"]["crucible.dev/training-run"] for pod in stable_pods} == {
+        "better"
+    }
+
+
+async def test_a_canary_that_fails_under_load_is_rolled_back_and_the_stable_model_keeps_serving(
+    cluster: Cluster,
+    operator: OperatorThread,
+    serving_kubelet: FakeKubelet,
+    services: ServiceProxy,
+    models: dict[str, Path],
+) -> None:
+    spec = canary_spec([{"weight": 50, "pause": "1m"}, {"weight": 100}], maxErrorRate=0.05)
+    await serve_base(cluster, serving_kubelet, models, spec)
+    payload = infer_request((3, 16, 16))
+    # The poller uses the stable-only Service; the load goes where users' traffic goes.
+    poller = Traffic(await services.url(f"{MD}-stable"), MD, payload, pause=0.05).start()
+    load = Traffic(await services.url(f"{MD}-server"), MD, payload, concurrency=2, pause=0.02).start()
+    try:
+        await train(cluster, serving_kubelet, "broken", 0.99, models["broken"])
+        await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary"), 20, "canary created")
+        await eventually(
+            lambda: status_of(cluster, DEPLOYMENTS, MD).get("history"), SERVING_TIMEOUT, "canary judged"
+        )
+        await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary") is None, 30, "canary removed")
+        await eventually(
+            lambda: len(serving_kubelet.servers.pods_of(f"{MD}-stable")) == 2 and ready(cluster),
+            SERVING_TIMEOUT,
+            "stable back to 2 replicas",
+        )
+        rolled_back_at = time.monotonic()
+        await asyncio.sleep(4)  # ticks and resyncs come and go: the rejected candidate is not retried
+    finally:
+        await poller.stop()
+        await load.stop()
+
+    status = status_of(cluster, DEPLOYMENTS, MD)
+    (entry,) = status["history"]
+    assert (entry["action"], entry["trainingRun"], entry["reason"]) == (
+        "RolledBack",
+        "broken",
+        "AnalysisFailed",
+    )
+    assert entry["message"].startswith("error rate 1.0000 > 0.05")
+    degraded = condition_of(status, "Degraded")
+    assert degraded["status"] == "True" and "broken was rolled back: error rate" in degraded["message"]
+    assert status["rejected"] == ["broken"] and current(cluster) == "base"
+    assert cluster.get(SERVERS, f"{MD}-canary") is None
+    # The canary's errors were real 500s under load, and the stable model answered every poll.
+    assert any(answer.status == 500 and "non-finite" in answer.detail for answer in load.failures)
+    assert len(poller.answers) > 50 and poller.failures == []
+    assert [a for a in load.answers if a.at > rolled_back_at + 1 and a.status != 200] == []
+
+
+async def test_a_canary_that_never_becomes_ready_is_rolled_back_at_its_progress_deadline(
+    cluster: Cluster,
+    operator: OperatorThread,
+    serving_kubelet: FakeKubelet,
+    services: ServiceProxy,
+    models: dict[str, Path],
+) -> None:
+    spec = canary_spec([{"weight": 50}], deadline="10s")
+    await serve_base(cluster, serving_kubelet, models, spec)
+    poller = Traffic(await services.url(f"{MD}-server"), MD, infer_request((3, 16, 16)), pause=0.05).start()
+    try:
+        await train(cluster, serving_kubelet, "tampered", 0.99, models["tampered"])
+        await eventually(lambda: serving_kubelet.servers.pods_of(f"{MD}-canary"), 20, "canary pod started")
+        (canary_pod,) = serving_kubelet.servers.pods_of(f"{MD}-canary")
+        started = time.monotonic()
+        await eventually(lambda: status_of(cluster, DEPLOYMENTS, MD).get("history"), 60, "canary given up on")
+        waited = time.monotonic() - started
+        await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary") is None, 30, "canary removed")
+    finally:
+        await poller.stop()
+
+    (entry,) = status_of(cluster, DEPLOYMENTS, MD)["history"]
+    assert (entry["action"], entry["trainingRun"], entry["reason"]) == (
+        "RolledBack",
+        "tampered",
+        "ProgressDeadlineExceeded",
+    )
+    assert entry["message"] == "step 1: the replicas were not all ready within 10s"
+    assert waited >= 9
+    # The server refused the weights (exit 2) and was restarted with a back-off, never ready.
+    assert canary_pod.exits and set(canary_pod.exits) == {2} and not canary_pod.ready
+    assert current(cluster) == "base" and poller.failures == [] and len(poller.answers) > 20
