@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import kmock
 import kubernetes_validate
 
+from crucible.api import crd
 from tests.operator.fake_cluster import Cluster, eventually
 
 KUBERNETES_VERSION = "1.33"
@@ -48,3 +51,30 @@ def assert_created_manifests_are_valid(cluster: Cluster) -> int:
         assert len(owners) == 1 and owners[0]["controller"] and owners[0]["blockOwnerDeletion"]
         assert owners[0]["uid"], manifest["metadata"]["name"]
     return len(manifests)
+
+
+_STEP = re.compile(r'\.(\w+(?:\[\?\(@\.\w+=="[^"]*"\)\])?)')
+_FILTER = re.compile(r'^(\w+)\[\?\(@\.(\w+)=="([^"]*)"\)\]$')
+
+
+def _json_path(body: object, path: str) -> object:
+    """The value at a printer column's JSONPath: `.a.b` steps, and `.list[?(@.key=="value")]` filters
+    (the forms our CRDs use), as the API server evaluates them for `kubectl get`; None when absent."""
+    value = body
+    for step in _STEP.findall(path):
+        matched = _FILTER.match(step)
+        key = matched.group(1) if matched else step
+        value = value.get(key) if isinstance(value, dict) else None
+        if matched and isinstance(value, list):
+            _, field, wanted = matched.groups()
+            value = next((item for item in value if item.get(field) == wanted), None)
+    return value
+
+
+def printer_row(body: dict) -> dict[str, object]:
+    """What `kubectl get` prints for a custom resource: its printer columns, by name."""
+    kind = next(kind for kind in crd.kinds() if kind.kind == body["kind"])
+    (version,) = crd.custom_resource_definition(kind)["spec"]["versions"]
+    return {
+        column["name"]: _json_path(body, column["jsonPath"]) for column in version["additionalPrinterColumns"]
+    }

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_SPEC
-from tests.operator.e2e import DEPLOYMENTS, condition_of, created_by_operator, run_phase, status_of
+from tests.operator.e2e import (
+    DEPLOYMENTS,
+    condition_of,
+    created_by_operator,
+    printer_row,
+    run_phase,
+    status_of,
+)
 from tests.operator.fake_cluster import Cluster, eventually
 from tests.operator.fake_kubelet import FakeKubelet
 from tests.operator.operator_thread import OperatorThread
@@ -121,14 +128,23 @@ async def serve_base(cluster: Cluster, kubelet: FakeKubelet, models: dict[str, P
     await eventually(lambda: current(cluster) == "base" and ready(cluster), SERVING_TIMEOUT, "base served")
 
 
-async def watch_canary(cluster: Cluster, seen: list[tuple[int, int, str]]) -> None:
-    """Record each (step, weight, phase) the ModelDeployment's status shows."""
+COLUMNS = ("Ready", "Model", "Candidate", "Canary")
+
+
+async def watch_canary(cluster: Cluster, seen: list[tuple[int, int, str]], rows: list[tuple]) -> None:
+    """Record each (step, weight, phase) the ModelDeployment's status shows, and each distinct row of
+    `kubectl get md` (its Ready, Model, Candidate and Canary columns)."""
     while True:
-        canary = status_of(cluster, DEPLOYMENTS, MD).get("canary")
+        body = cluster.get(DEPLOYMENTS, MD) or {}
+        canary = (body.get("status") or {}).get("canary")
         if canary:
             entry = (canary["step"], canary["weight"], canary["phase"])
             if not seen or seen[-1] != entry:
                 seen.append(entry)
+        row = printer_row(body)
+        columns = tuple(row[name] for name in COLUMNS)
+        if not rows or rows[-1] != columns:
+            rows.append(columns)
         await asyncio.sleep(0.05)
 
 
@@ -146,7 +162,8 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     poller = Traffic(url, MD, payload, pause=0.05).start()
     load = Traffic(url, MD, payload, concurrency=2, pause=0.02).start()
     seen: list[tuple[int, int, str]] = []
-    watcher = asyncio.create_task(watch_canary(cluster, seen))
+    rows: list[tuple] = []
+    watcher = asyncio.create_task(watch_canary(cluster, seen, rows))
     try:
         # Neither a run that is not better by minImprovement nor one that failed a gate is deployed.
         await train(cluster, serving_kubelet, "worse", 0.905, models["better"])
@@ -177,6 +194,10 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     # Every step, in order, then the promotion.
     assert [(step, weight) for step, weight, phase in seen if phase == "Analysing"] == [(1, 50), (2, 100)]
     assert seen[-1][2] == "Promoting"
+    # What `kubectl get md` showed along the way: the current model, the candidate, its weight.
+    assert rows[0] == ("True", "base", None, None)
+    assert ("True", "base", "better", 50) in rows and ("True", "base", "better", 100) in rows
+    assert rows[-1] == ("True", "better", None, None)
     status = status_of(cluster, DEPLOYMENTS, MD)
     assert [(h["action"], h["trainingRun"], h["previous"]) for h in status["history"]] == [
         ("Promoted", "better", "base")
