@@ -50,6 +50,10 @@ def _same(one: ServedModel | None, other: ServedModel | None) -> bool:
     return bool(one and other and (one.training_run, one.sha256) == (other.training_run, other.sha256))
 
 
+def _ready_replicas(deployment: dict) -> int:
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
 def _pod_ready(pod: dict) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(item.get("type") == "Ready" and item.get("status") == "True" for item in conditions)
@@ -132,8 +136,10 @@ class Rollout:
         if state.phase == "Promoting":
             return await self._finish_promotion(body, spec, current, target, state)
         stable_replicas, canary_replicas = split(spec.replicas, state.weight)
-        stable = await self._apply_track(body, current, "stable", stable_replicas)
         canary = await self._apply_track(body, target, "canary", canary_replicas)
+        # The stable track gives up replicas only as canary ones become ready: capacity never drops.
+        stable_replicas = max(stable_replicas, spec.replicas - _ready_replicas(canary))
+        stable = await self._apply_track(body, current, "stable", stable_replicas)
         service, url = await self._front(body, current)
         ready = rollout_state(stable, stable_replicas)[0] and rollout_state(canary, canary_replicas)[0]
         moment = now()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from crucible.operator import naming
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import (
     DEPLOYMENTS,
@@ -23,7 +24,8 @@ from tests.operator.e2e import (
     run_phase,
     status_of,
 )
-from tests.operator.fake_cluster import Cluster, eventually
+from tests.operator.fake_cluster import NAMESPACE, Cluster, eventually
+from tests.operator.fake_deployments import FakeDeploymentController
 from tests.operator.fake_kubelet import FakeKubelet
 from tests.operator.operator_thread import OperatorThread
 from tests.operator.service_proxy import ServiceProxy
@@ -131,10 +133,18 @@ async def serve_base(cluster: Cluster, kubelet: FakeKubelet, models: dict[str, P
 COLUMNS = ("Ready", "Model", "Candidate", "Canary")
 
 
-async def watch_canary(cluster: Cluster, seen: list[tuple[int, int, str]], rows: list[tuple]) -> None:
-    """Record each (step, weight, phase) the ModelDeployment's status shows, and each distinct row of
-    `kubectl get md` (its Ready, Model, Candidate and Canary columns)."""
+async def watch_canary(
+    cluster: Cluster,
+    servers: FakeDeploymentController,
+    seen: list[tuple[int, int, str]],
+    rows: list[tuple],
+    endpoints: list[int],
+) -> None:
+    """Record each (step, weight, phase) the ModelDeployment's status shows, each distinct row of
+    `kubectl get md` (its Ready, Model, Candidate and Canary columns), and how many ready endpoints
+    its Service has."""
     while True:
+        endpoints.append(len(servers.endpoints(NAMESPACE, naming.server_selector(MD))))
         body = cluster.get(DEPLOYMENTS, MD) or {}
         canary = (body.get("status") or {}).get("canary")
         if canary:
@@ -163,7 +173,8 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     load = Traffic(url, MD, payload, concurrency=2, pause=0.02).start()
     seen: list[tuple[int, int, str]] = []
     rows: list[tuple] = []
-    watcher = asyncio.create_task(watch_canary(cluster, seen, rows))
+    endpoints: list[int] = []
+    watcher = asyncio.create_task(watch_canary(cluster, serving_kubelet.servers, seen, rows, endpoints))
     try:
         # Neither a run that is not better by minImprovement nor one that failed a gate is deployed.
         await train(cluster, serving_kubelet, "worse", 0.905, models["better"])
@@ -204,6 +215,8 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     ]
     assert "error rate 0.0000" in status["history"][0]["message"]
     assert status.get("canary") is None and status.get("candidateModel") is None
+    # Serving capacity never dropped: the stable track shrank only as canary replicas became ready.
+    assert min(endpoints) >= 2
     # No client ever saw a failure: not through the steps, the promotion, or the canary's removal.
     assert poller.failures == [] and load.failures == []
     base_version, better_version = (
