@@ -78,15 +78,6 @@ def deployments_by_run(namespace: str, name: str, spec: kopf.Spec, **_: object) 
     return {(namespace, run): name} if run else None
 
 
-@kopf.on.field(*TRAINING_RUNS, field="status.phase", backoff=RETRY_BACKOFF)
-async def serve_changed_run(
-    namespace: str, name: str, deployments_by_run: kopf.Index, memo: kopf.Memo, **_: object
-) -> None:
-    """A run changed phase: the ModelDeployments pinned to it may now serve it."""
-    for deployment in deployments_by_run.get((namespace, name), []):
-        await memo.serving.reconcile(namespace, deployment)
-
-
 @kopf.index(*MODEL_DEPLOYMENTS)
 def automatic_deployments(namespace: str, name: str, spec: kopf.Spec, **_: object) -> dict | None:
     """ModelDeployments that pick their own model (a selector or a TuningJob), by namespace."""
@@ -95,11 +86,34 @@ def automatic_deployments(namespace: str, name: str, spec: kopf.Spec, **_: objec
 
 
 @kopf.on.field(*TRAINING_RUNS, field="status.phase", backoff=RETRY_BACKOFF)
+async def run_phase_changed(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    deployments_by_run: kopf.Index,
+    automatic_deployments: kopf.Index,
+    memo: kopf.Memo,
+    **_: object,
+) -> None:
+    """A run changed phase: its TuningJob hears of its trial; ModelDeployments pinned to it may now serve
+    it; those picking their own model may promote it.
+
+    One handler for all three on purpose: kopf runs one handler of a change per cycle, and a handler
+    that already succeeded is not run again when the phase moves on before the others ran; so a second
+    handler on this field could see Running and never Succeeded."""
+    owner = naming.controller_of(dict(body), "TuningJob")
+    if owner is not None:
+        await memo.tuning.reconcile_named(namespace, owner)
+    pinned = deployments_by_run.get((namespace, name), [])
+    for deployment in sorted({*pinned, *automatic_deployments.get(namespace, [])}):
+        await memo.serving.reconcile(namespace, deployment)
+
+
 @kopf.on.field(*TUNING_JOBS, field="status.bestTrial", backoff=RETRY_BACKOFF)
-async def offer_candidate(
+async def offer_best_trial(
     namespace: str, automatic_deployments: kopf.Index, memo: kopf.Memo, **_: object
 ) -> None:
-    """A run finished or a search found a better trial: deployments picking their model may promote it."""
+    """A search found a better trial: deployments serving a TuningJob's best may promote it."""
     for deployment in automatic_deployments.get(namespace, []):
         await memo.serving.reconcile(namespace, deployment)
 
@@ -168,16 +182,6 @@ async def start_tuning(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
 async def advance_tuning(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
     """Catch up with the study and the children: the timeout, and a search resumed after a restart."""
     await memo.tuning.reconcile(body)
-
-
-@kopf.on.field(
-    *TRAINING_RUNS, field="status.phase", labels={naming.TUNING_JOB: kopf.PRESENT}, backoff=RETRY_BACKOFF
-)
-async def trial_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: object) -> None:
-    """A trial's run moved: tell the study when it ended, and start the next trial in its place."""
-    owner = naming.controller_of(dict(body), "TuningJob")
-    if owner is not None:
-        await memo.tuning.reconcile_named(namespace, owner)
 
 
 @kopf.on.cleanup()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import kmock
-import pytest
 
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import (
@@ -69,8 +68,10 @@ async def test_a_model_deployment_on_the_gpu_pool_renders_gpu_scheduling(
     assert status["url"] == "http://digits-server.default.svc:80"
     assert (status["replicas"], status["availableReplicas"]) == (2, 2)
     assert cluster.get("v1/services", "digits-server")
+    assert cluster.get("v1/services", "digits-stable")["spec"]["selector"]["crucible.dev/track"] == "stable"
     assert cluster.get("policy/v1/poddisruptionbudgets", "digits-server")
-    assert assert_created_manifests_are_valid(cluster) == 5  # ConfigMap, Job, Deployment, Service, PDB
+    # ConfigMap, Job, Deployment, the Service of every track and the stable-only one, PDB
+    assert assert_created_manifests_are_valid(cluster) == 6
 
 
 async def test_a_run_that_has_not_succeeded_is_never_served(
@@ -106,11 +107,6 @@ async def test_a_run_that_has_not_succeeded_is_never_served(
     assert not [r for r in touched if r.method != kmock.method.GET]
 
 
-@pytest.mark.xfail(
-    reason="known race: when the pinned run is created after its ModelDeployment, the run's phase change "
-    "can be missed, and pinned deployments have no resync yet",
-    strict=False,
-)
 async def test_a_deployment_waiting_for_its_run_serves_it_once_it_succeeds(
     cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
 ) -> None:
