@@ -26,17 +26,21 @@ def _local_output(explicit: str | None, spec_uri: str | None, name: str) -> Path
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from crucible.api.manifest import InvalidSpec, load_file
+    from crucible.s3 import is_s3_uri, parse_s3_uri
 
     try:
         resource = load_file(args.file, expected_kind="TrainingRun")
+        uri = resource.spec.output.uri  # type: ignore[attr-defined]
+        # An s3:// output is written locally first, then uploaded (as a trainer Job does).
+        remote = parse_s3_uri(uri, "spec.output.uri").uri if is_s3_uri(uri) else None
     except InvalidSpec as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     spec = resource.spec
-    output = _local_output(args.output, spec.output.uri, resource.name)  # type: ignore[attr-defined]
+    output = _local_output(args.output, uri, resource.name)
     from crucible.trainer.cli import run_and_report
 
-    return run_and_report(spec, resource.name, output, args.json, args.device)  # type: ignore[arg-type]
+    return run_and_report(spec, resource.name, output, args.json, args.device, remote)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="Run a TrainingRun locally, with its gates.")
     train.add_argument("-f", "--file", required=True, help="A TrainingRun YAML file.")
-    train.add_argument("--output", help="Output directory (default: spec.output.uri, else runs/<name>).")
+    train.add_argument(
+        "--output",
+        help="Output directory (default: spec.output.uri, else runs/<name>; with an s3:// spec.output.uri, "
+        "the local copy of what is uploaded).",
+    )
     train.add_argument("--json", action="store_true", help="Print the result JSON on stdout, no tables.")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to train.")
     train.set_defaults(handler=_cmd_train)

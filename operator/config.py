@@ -1,4 +1,4 @@
-"""Operator configuration: node pools, images, the artifacts volume, Job limits.
+"""Operator configuration: node pools, images, the artifacts store, Job limits.
 
 Read from a YAML file (`crucible operator --config FILE`, or the file named by $CRUCIBLE_OPERATOR_CONFIG;
 the Helm chart mounts its values there). Every key has a default, so an empty file is a valid config
@@ -8,15 +8,18 @@ with the two pools `cpu` and `gpu`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 import crucible
 from crucible.api.common import SpecModel
+from crucible.api.kube import DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN
 from crucible.api.manifest import InvalidSpec, describe_validation_error
 from crucible.operator.tuning_config import TuningConfig
+from crucible.s3 import S3Location, parse_s3_uri
 
 CONFIG_ENV = "CRUCIBLE_OPERATOR_CONFIG"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -63,14 +66,57 @@ def _default_pools() -> dict[str, NodePool]:
     }
 
 
+class S3ArtifactsConfig(SpecModel):
+    """An S3-compatible store for artifacts. The operator never reads the Secret (it has no RBAC on
+    Secrets): trainer and server pods get its keys as environment variables."""
+
+    uri: str = Field(description="Base URI, s3://<bucket>[/<prefix>]; runs write below it.")
+    credentials_secret: str = Field(
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in each namespace where "
+        "runs and ModelDeployments live."
+    )
+    endpoint: str | None = Field(None, description="Endpoint of a store other than AWS (MinIO, Ceph).")
+    region: str | None = Field(None, description="Region; unset: the store's default.")
+
+    @field_validator("uri")
+    @classmethod
+    def _base_uri(cls, uri: str) -> str:
+        try:
+            return parse_s3_uri(uri, "uri", need_prefix=False).uri
+        except InvalidSpec as error:
+            raise ValueError(error.detail) from None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, endpoint: str | None) -> str | None:
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"{endpoint!r} must be an http:// or https:// URL")
+        return endpoint
+
+    @field_validator("credentials_secret")
+    @classmethod
+    def _secret_name(cls, name: str) -> str:
+        if len(name) > DNS_SUBDOMAIN_MAX or not re.match(DNS_SUBDOMAIN_PATTERN, name):
+            raise ValueError(f"{name!r} is not a Secret name (lowercase a-z, 0-9, '-' and '.')")
+        return name
+
+    @property
+    def base(self) -> S3Location:
+        return parse_s3_uri(self.uri, "artifacts.s3.uri", need_prefix=False)
+
+
 class ArtifactsConfig(SpecModel):
-    """The volume artifacts are written to and served from."""
+    """Where artifacts are written to and served from: a volume, or an S3-compatible store."""
 
     claim: str = Field(
         "crucible-artifacts",
-        description="PersistentVolumeClaim for runs whose spec.output.uri is unset or a relative path.",
+        description="PersistentVolumeClaim for runs whose spec.output.uri is unset or a relative path "
+        "(when s3 is unset).",
     )
     mount_path: str = Field("/artifacts", description="Where artifact volumes are mounted in pods.")
+    s3: S3ArtifactsConfig | None = Field(
+        None, description="Set: runs whose spec.output.uri is unset or a relative path write here instead."
+    )
 
 
 class TrainingConfig(SpecModel):

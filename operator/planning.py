@@ -1,7 +1,7 @@
 """From a resource and the operator configuration to a plan of what to run (pure, no API calls).
 
 Everything a spec can get wrong for this cluster (an unknown pool, a gpu count the pool cannot give,
-an artifact URI a pod cannot mount) is found here and raised as InvalidSpec naming the field.
+an artifact URI a pod cannot mount or reach) is found here and raised as InvalidSpec naming the field.
 """
 
 from __future__ import annotations
@@ -14,13 +14,22 @@ from crucible.api.manifest import InvalidSpec, parse_spec
 from crucible.api.modeldeployment import ModelDeploymentSpec
 from crucible.api.trainingrun import TrainingRunSpec
 from crucible.operator import naming
-from crucible.operator.artifacts import PVC_SCHEME, VolumePath, mount_path, output_location, parse_pvc_uri
-from crucible.operator.config import ImagesConfig, NodePool, OperatorConfig
+from crucible.operator.artifacts import (
+    PVC_SCHEME,
+    ArtifactLocation,
+    mount_path,
+    output_location,
+    parse_pvc_uri,
+)
+from crucible.operator.config import ImagesConfig, NodePool, OperatorConfig, S3ArtifactsConfig
+from crucible.s3 import S3Location
 
 SPEC_DIR = "/etc/crucible"
 SPEC_FILE = "spec.json"
 DATA_ROOT = "/data"
 MODEL_DIR = "/model"
+# A trainer writing to S3 writes its files here first (the pod's /tmp emptyDir), then uploads them.
+SCRATCH_OUTPUT_DIR = "/tmp/artifact"
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class PodPlan:
     memory: str
     gpu: int
     mounts: list[Mount] = field(default_factory=list)
+    # Set when the pod reads or writes an S3 artifact: its credentials and endpoint reach it as env.
+    s3: S3ArtifactsConfig | None = None
 
     @property
     def device(self) -> str:
@@ -54,7 +65,7 @@ class TrainingPlan:
     name: str
     namespace: str
     spec_json: str
-    output: VolumePath
+    output: ArtifactLocation
     output_dir: str
     pod: PodPlan
     # A TuningJob's trial: crucible-train's --study-* flags, so it reports to its study and can be pruned.
@@ -67,6 +78,8 @@ class ServingPlan:
     namespace: str
     spec: ModelDeploymentSpec
     pod: PodPlan
+    # `crucible serve --model`: the mounted directory, or the s3:// URI the server downloads.
+    model: str = MODEL_DIR
 
 
 def _quantities(cpu: str, memory: str, root: str) -> None:
@@ -112,19 +125,31 @@ def plan_training(body: dict, config: OperatorConfig) -> TrainingPlan:
     resources = spec.resources
     _quantities(resources.cpu, resources.memory, "spec.resources")
     pool = _pool(config, resources.node_pool, resources.gpu, "spec.resources")
+    s3 = config.artifacts.s3
     output = output_location(
-        spec.output.uri, config.artifacts.claim, metadata["namespace"], metadata["name"], metadata["uid"]
+        spec.output.uri,
+        config.artifacts.claim,
+        metadata["namespace"],
+        metadata["name"],
+        metadata["uid"],
+        s3.base if s3 else None,
     )
-    local_spec, data_mounts = _dataset_mount(spec)
-    output_root = mount_path(config.artifacts.mount_path, output.claim)
-    mounts = [Mount(output.claim, output_root, read_only=False), *data_mounts]
+    local_spec, mounts = _dataset_mount(spec)
+    if isinstance(output, S3Location):
+        output_dir, pod_s3 = SCRATCH_OUTPUT_DIR, s3
+    else:
+        output_root = mount_path(config.artifacts.mount_path, output.claim)
+        output_dir, pod_s3 = f"{output_root}/{output.path}", None
+        mounts = [Mount(output.claim, output_root, read_only=False), *mounts]
     return TrainingPlan(
         name=metadata["name"],
         namespace=metadata["namespace"],
         spec_json=json.dumps(local_spec.to_dict(), indent=2, sort_keys=True),
         output=output,
-        output_dir=f"{output_root}/{output.path}",
-        pod=PodPlan(pool, config.images_for(pool), resources.cpu, resources.memory, resources.gpu, mounts),
+        output_dir=output_dir,
+        pod=PodPlan(
+            pool, config.images_for(pool), resources.cpu, resources.memory, resources.gpu, mounts, pod_s3
+        ),
         study_args=study_args(body, config),
     )
 
@@ -140,15 +165,26 @@ def study_args(body: dict, config: OperatorConfig) -> tuple[str, ...]:
     return ("--study-storage", config.tuning.proxy_url(), "--study-name", study, "--trial-number", number)
 
 
-def plan_serving(body: dict, artifact: VolumePath, config: OperatorConfig) -> ServingPlan:
+def plan_serving(body: dict, artifact: ArtifactLocation, config: OperatorConfig) -> ServingPlan:
     """The servers of a ModelDeployment for one artifact; InvalidSpec when the spec cannot run here."""
     spec = parse_serving_spec(body)
     resources = spec.resources
     pool = _pool(config, resources.node_pool, resources.gpu, "spec.resources")
+    images = config.images_for(pool)
+    metadata = body["metadata"]
+    if isinstance(artifact, S3Location):
+        s3 = config.artifacts.s3
+        if s3 is None:
+            raise InvalidSpec(
+                "status.artifact.uri",
+                f"{artifact.uri} is in S3, and this operator has no S3 credentials to serve it with "
+                "(artifacts.s3 in its configuration)",
+            )
+        pod = PodPlan(pool, images, resources.cpu, resources.memory, resources.gpu, s3=s3)
+        return ServingPlan(metadata["name"], metadata["namespace"], spec, pod, model=artifact.uri)
     # Only the model's own directory is mounted, read-only: a server sees nothing else of the volume.
     mounts = [Mount(artifact.claim, MODEL_DIR, read_only=True, sub_path=artifact.path)]
-    pod = PodPlan(pool, config.images_for(pool), resources.cpu, resources.memory, resources.gpu, mounts)
-    metadata = body["metadata"]
+    pod = PodPlan(pool, images, resources.cpu, resources.memory, resources.gpu, mounts)
     return ServingPlan(metadata["name"], metadata["namespace"], spec, pod)
 
 

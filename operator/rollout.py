@@ -16,7 +16,7 @@ from crucible.api.modeldeployment import ModelDeploymentSpec
 from crucible.api.status import CanaryStatus, ModelDeploymentStatus, ServedModel
 from crucible.operator import naming
 from crucible.operator.analysis import Counters, Sample, parse
-from crucible.operator.artifacts import parse_pvc_uri
+from crucible.operator.artifacts import parse_artifact_uri
 from crucible.operator.canary import PROMOTE, ROLLBACK, scrape_due, split, start, tick
 from crucible.operator.client import Kube, Ref
 from crucible.operator.conditions import now
@@ -94,7 +94,7 @@ class Rollout:
         return await self._canary(body, spec, current, target)
 
     async def _apply_track(self, body: dict, model: ServedModel, track: str, replicas: int) -> dict:
-        plan = plan_serving(body, parse_pvc_uri(model.uri, "status.currentModel.uri"), self.config)
+        plan = plan_serving(body, parse_artifact_uri(model.uri, "status.currentModel.uri"), self.config)
         deployment = server_deployment(plan, model.training_run, model.sha256, track)
         deployment["spec"]["replicas"] = replicas
         kopf.adopt(deployment, owner=body)
@@ -102,7 +102,7 @@ class Rollout:
 
     async def _front(self, body: dict, model: ServedModel) -> tuple[str, str]:
         """The Service (both tracks behind it) and the disruption budget; (service name, url)."""
-        plan = plan_serving(body, parse_pvc_uri(model.uri, "status.currentModel.uri"), self.config)
+        plan = plan_serving(body, parse_artifact_uri(model.uri, "status.currentModel.uri"), self.config)
         service, stable, budget = server_service(plan), stable_service(plan), disruption_budget(plan)
         kopf.adopt([service, stable, budget], owner=body)
         await self.kube.apply(service)

@@ -66,7 +66,13 @@ class Serving:
         want = await wanted(self.kube, namespace, spec, current, rejected, self.config.promotion)
         if want.model is None:
             return not_served_status(body, want.reason, want.message, await self.kube.get(servers)), None
-        return await self.rollout.serve(body, spec, want.model, want.message), None
+        try:
+            return await self.rollout.serve(body, spec, want.model, want.message), None
+        except InvalidSpec as error:
+            # Not the ModelDeployment's fault (its spec was checked above): the run's artifact is one this
+            # operator cannot serve, such as an S3 artifact with no S3 storage configured.
+            deployment = await self.kube.get(servers)
+            return not_served_status(body, "ArtifactNotServable", str(error), deployment), None
 
     @staticmethod
     def _announce(body: dict, previous: dict, status: ModelDeploymentStatus) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.status import Condition, ModelDeploymentStatus, ServedModel
-from crucible.operator.artifacts import VolumePath, parse_pvc_uri
+from crucible.operator.artifacts import ArtifactLocation, parse_artifact_uri
 from crucible.operator.conditions import carried_over, condition
 
 READY, PROGRESSING = "Ready", "Progressing"
@@ -19,7 +19,7 @@ class Verdict:
     servable: bool
     reason: str
     message: str = ""
-    artifact: VolumePath | None = None
+    artifact: ArtifactLocation | None = None
     model: ServedModel | None = None
 
 
@@ -28,7 +28,8 @@ def _refuse(reason: str, message: str) -> Verdict:
 
 
 def judge(run: dict | None, run_name: str) -> Verdict:
-    """Only a Succeeded run whose every gate passed, with a mountable artifact, is ever served."""
+    """Only a Succeeded run whose every gate passed, with an artifact a server can read (a volume's
+    directory or an S3 prefix), is ever served."""
     if run is None:
         return _refuse("TrainingRunNotFound", f"TrainingRun {run_name} does not exist in this namespace")
     status = run.get("status") or {}
@@ -46,7 +47,7 @@ def judge(run: dict | None, run_name: str) -> Verdict:
     if not artifact.get("uri") or not artifact.get("sha256"):
         return _refuse("ArtifactMissing", f"TrainingRun {run_name} reports no artifact")
     try:
-        location = parse_pvc_uri(artifact["uri"], "status.artifact.uri")
+        location = parse_artifact_uri(artifact["uri"], "status.artifact.uri")
     except InvalidSpec as error:
         return _refuse("ArtifactNotMountable", f"TrainingRun {run_name}: {error.detail}")
     accuracy = (status.get("metrics") or {}).get("accuracy")

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from crucible.server.fetch import DEFAULT_CACHE_DIR
 from crucible.server.settings import ServerSettings
 
 DEFAULTS = ServerSettings()
@@ -29,11 +30,12 @@ def _non_negative_float(text: str) -> float:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from crucible.server.artifact import ArtifactError, verify_artifact
+    from crucible.server.artifact import ArtifactError
+    from crucible.server.fetch import fetch_verified
 
     # Checked before torch loads, so a refusal takes a moment, not seconds.
     try:
-        artifact = verify_artifact(Path(args.model))
+        artifact = fetch_verified(args.model, Path(args.cache_dir))
     except ArtifactError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -60,7 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Exits 2 when the artifact cannot be served.",
     )
     serve.add_argument(
-        "--model", required=True, metavar="DIR", help="The artifact directory (model.json, model.pt)."
+        "--model",
+        required=True,
+        metavar="DIR|URI",
+        help="The artifact: a directory (model.json, model.pt) or s3://<bucket>/<prefix>, downloaded "
+        "into --cache-dir first (credentials, endpoint and region from the AWS_* variables).",
+    )
+    serve.add_argument(
+        "--cache-dir",
+        default=str(DEFAULT_CACHE_DIR),
+        help="Where an s3:// artifact is downloaded to (default: %(default)s, writable under a "
+        "read-only root file system).",
     )
     serve.add_argument("--name", help="The model's name in URLs (default: the name in model.json).")
     serve.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 in a container).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 # Idle torch worker threads spin by default; on a shared 2-core machine that slows every other
@@ -12,6 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 
 from crucible.api.trainingrun import TrainingRunSpec
+from tests.s3_store import S3Store
 
 # A spec that trains in a few seconds on 2 CPU cores and still learns digits well (~0.95).
 FAST_SPEC = {
@@ -48,3 +50,15 @@ def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = train(fast_spec(), RunContext(name="digits-tiny", output_dir=output, device="cpu"))
     assert result.phase == "Succeeded", result.reason
     return output
+
+
+@pytest.fixture(scope="session")
+def s3_store() -> Iterator[S3Store]:
+    """moto's S3 server on 127.0.0.1, a free port, for the whole session (tests use buckets of their own)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield S3Store(f"http://{host}:{port}")
+    server.stop()

@@ -38,22 +38,26 @@ def print_summary(result: TrainResult, output_dir: Path) -> None:
             metrics.add_row(key, f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}")
         console.print(metrics)
     colour = "green" if result.phase == "Succeeded" else "red"
-    console.print(f"[bold {colour}]{result.phase}[/]" + (f": {result.reason}" if result.reason else ""))
+    # One line however long the reason (an upload error names the whole URI): easy to grep in a log.
+    outcome = f"[bold {colour}]{result.phase}[/]" + (f": {result.reason}" if result.reason else "")
+    console.print(outcome, soft_wrap=True)
     if result.artifact:
         console.print(f"artifact: {result.artifact.uri}  sha256 {result.artifact.sha256[:16]}…")
     console.print(f"report:   {output_dir / 'report.png'}")
 
 
-def preflight(spec: TrainingRunSpec, device: str) -> None:
+def preflight(spec: TrainingRunSpec, device: str, artifact_uri: str | None = None) -> None:
     """Input errors a person can fix, found before any progress bar starts."""
     from crucible.trainer.data import check_source
     from crucible.trainer.engine import pick_device
+    from crucible.trainer.publish import check_credentials
 
     check_source(spec.dataset)
     pick_device(device)
     weights = spec.model.pretrained_weights
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"spec.model.pretrainedWeights: no such file: {weights}")
+    check_credentials(artifact_uri)
 
 
 def run_and_report(
@@ -70,14 +74,17 @@ def run_and_report(
 
     With `study_trial`, the run is a trial of a tuning study: it reports every epoch and, pruned, ends
     Failed with `pruned: true` (exit 1, no model exported)."""
+    from crucible.s3_transfer import S3Error
     from crucible.trainer import export
     from crucible.trainer.data import DatasetError
     from crucible.trainer.progress import BarReporter, SilentReporter
+    from crucible.trainer.publish import remote_uri
     from crucible.trainer.run import RunContext, train
 
     reporter = SilentReporter()
     try:
-        preflight(spec, device)
+        artifact_uri = remote_uri(artifact_uri, "--artifact-uri") or artifact_uri
+        preflight(spec, device, artifact_uri)
         reporter = SilentReporter() if as_json else BarReporter()
         context = RunContext(name, output_dir, device, artifact_uri, termination_log, reporter)
         context.on_epoch = hook_or_none(study_trial, spec.hyperparameters.epochs)
@@ -85,7 +92,7 @@ def run_and_report(
     except TrialPruned as pruned:
         result = TrainResult(phase="Failed", reason=str(pruned), pruned=True)
         export.write_result(result, output_dir, termination_log)
-    except (DatasetError, FileNotFoundError, ValueError) as error:
+    except (DatasetError, FileNotFoundError, ValueError, S3Error) as error:
         reporter.close()
         result = TrainResult(phase="Failed", reason=str(error))
         export.write_result(result, output_dir, termination_log)
@@ -126,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="model", help="Run name, recorded in model.json.")
     parser.add_argument("--output", required=True, help="Directory for the artifact and result.json.")
     parser.add_argument(
-        "--artifact-uri", help="URI to record for the artifact (default: file:// of --output)."
+        "--artifact-uri",
+        help="URI to record for the artifact (default: file:// of --output). An s3://<bucket>/<prefix> "
+        "URI: the files written to --output are uploaded there (credentials from AWS_* variables).",
     )
     parser.add_argument(
         "--termination-log",

@@ -52,11 +52,17 @@ def write_model_card(output_dir: Path, card: dict) -> None:
     (output_dir / MODEL_FILE).write_text(json.dumps(card, indent=2) + "\n")
 
 
-def write_result(result: TrainResult, output_dir: Path, termination_log: Path | None) -> str:
-    """result.json beside the artifact, and the same document as the termination message."""
+def write_result_file(result: TrainResult, output_dir: Path) -> str:
+    """result.json beside the artifact; returns the compact document (the termination message)."""
     text = result.to_json()
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESULT_FILE).write_text(json.dumps(json.loads(text), indent=2) + "\n")
+    return text
+
+
+def write_result(result: TrainResult, output_dir: Path, termination_log: Path | None) -> str:
+    """result.json beside the artifact, and the same document as the termination message."""
+    text = write_result_file(result, output_dir)
     if termination_log is not None:
         termination_log.parent.mkdir(parents=True, exist_ok=True)
         termination_log.write_text(text)

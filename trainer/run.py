@@ -26,6 +26,7 @@ from crucible.trainer.gates import (
 )
 from crucible.trainer.models import build_model
 from crucible.trainer.progress import Reporter, SilentReporter
+from crucible.trainer.publish import PublishError, publish
 from crucible.trainer.report import confusion_matrix, write_report
 
 
@@ -73,7 +74,7 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         result = TrainResult(phase="Failed", reason=str(error), gates=progress.gates)
     finally:
         context.reporter.close()
-    export.write_result(result, context.output_dir, context.termination_log)
+    export.write_result_file(result, context.output_dir)
     folds = progress.gates.get("crossValidation")
     write_report(
         context.output_dir / export.REPORT_FILE,
@@ -83,6 +84,21 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         _classes_of(spec, progress),
         f"{context.name}: {result.phase}" + (f" ({result.reason})" if result.reason else ""),
     )
+    # The termination message is written last: it must not say Succeeded before the artifact is
+    # where its URI points.
+    result = _published(result, context)
+    export.write_result(result, context.output_dir, context.termination_log)
+    return result
+
+
+def _published(result: TrainResult, context: RunContext) -> TrainResult:
+    """The result once the run's files are where context.artifact_uri says; a failed upload fails the
+    run, so a status never points at an artifact that is not there."""
+    try:
+        publish(context.output_dir, context.artifact_uri, result.phase == "Succeeded")
+    except PublishError as error:
+        reason = f"{result.reason}; {error}" if result.phase == "Failed" else str(error)
+        return TrainResult(phase="Failed", reason=reason, gates=result.gates, metrics=result.metrics)
     return result
 
 

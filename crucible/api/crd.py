@@ -120,9 +120,10 @@ def _training_run() -> Kind:
             "spec.resources": GPU_POOL_RULES,
             "spec.output": [
                 _rule(
-                    "!has(self.uri) || self.uri.startsWith('pvc://') || "
+                    "!has(self.uri) || self.uri.startsWith('pvc://') || self.uri.startsWith('s3://') || "
                     "!(self.uri.startsWith('/') || self.uri.contains('://'))",
-                    "on a cluster uri is pvc://<claim>/<path>, or a path inside the default artifacts volume",
+                    "on a cluster uri is pvc://<claim>/<path>, s3://<bucket>/<prefix> (with S3 storage "
+                    "configured), or a path inside the default artifacts store",
                     ".uri",
                 ),
                 _rule("!has(self.uri) || !self.uri.contains('..')", "uri must not contain '..'", ".uri"),

@@ -172,8 +172,8 @@ class OutputSpec(SpecModel):
 
     uri: str | None = Field(
         None,
-        description="Artifact destination: a local path or file:// (pvc:// on a cluster). Local runs "
-        "default to runs/<name>.",
+        description="Artifact destination: a local path or file:// (pvc:// on a cluster), or s3://<bucket>/"
+        "<prefix> (written locally, then uploaded). Local runs default to runs/<name>.",
     )
 
 

@@ -1,4 +1,5 @@
-"""Pod-level pieces every workload shares: placement on its node pool, size, volumes, security."""
+"""Pod-level pieces every workload shares: placement on its node pool, size, volumes, environment,
+security."""
 
 from __future__ import annotations
 
@@ -27,6 +28,29 @@ WRITABLE_HOME = [
     {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
     {"name": "PYTHONUNBUFFERED", "value": "1"},
 ]
+
+
+# The names boto3 reads natively: neither the trainer nor the server needs a flag for them.
+S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_ENDPOINT_ENV, S3_REGION_ENV = "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"
+
+
+def env(plan: PodPlan) -> list[dict]:
+    """The main container's environment: a writable home, plus the S3 store's settings when the pod
+    reads or writes an S3 artifact. Credentials come straight from the Secret (secretKeyRef): the
+    operator never reads it, and a Secret without the keys keeps the pod from starting, saying why."""
+    entries = [dict(item) for item in WRITABLE_HOME]
+    s3 = plan.s3
+    if s3 is None:
+        return entries
+    for key in S3_CREDENTIAL_KEYS:
+        secret_key = {"name": s3.credentials_secret, "key": key}
+        entries.append({"name": key, "valueFrom": {"secretKeyRef": secret_key}})
+    if s3.endpoint:
+        entries.append({"name": S3_ENDPOINT_ENV, "value": s3.endpoint})
+    if s3.region:
+        entries.append({"name": S3_REGION_ENV, "value": s3.region})
+    return entries
 
 
 def placement(plan: PodPlan) -> dict:

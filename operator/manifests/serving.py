@@ -5,7 +5,7 @@ from __future__ import annotations
 from crucible import API_GROUP
 from crucible.operator import naming
 from crucible.operator.manifests import pods
-from crucible.operator.planning import MODEL_DIR, ServingPlan
+from crucible.operator.planning import ServingPlan
 
 CONTAINER = "server"
 PORT = 8080
@@ -23,7 +23,7 @@ def server_command(plan: ServingPlan) -> list[str]:
         "crucible",
         "serve",
         "--model",
-        MODEL_DIR,
+        plan.model,
         "--name",
         plan.name,
         "--host",
@@ -56,7 +56,7 @@ def _container(plan: ServingPlan) -> dict:
         "imagePullPolicy": plan.pod.images.pull_policy,
         "command": server_command(plan),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": list(pods.WRITABLE_HOME),
+        "env": pods.env(plan.pod),
         "resources": pods.resources(plan.pod),
         "volumeMounts": mounts,
         # Loading, checking the sha256 and warming up may take a while: the startup probe gives it

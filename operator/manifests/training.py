@@ -55,7 +55,7 @@ def _container(plan: TrainingPlan) -> dict:
         "image": plan.pod.images.trainer,
         "imagePullPolicy": plan.pod.images.pull_policy,
         "command": trainer_command(plan),
-        "env": list(pods.WRITABLE_HOME),
+        "env": pods.env(plan.pod),
         "resources": pods.resources(plan.pod),
         "volumeMounts": [{"name": SPEC_VOLUME, "mountPath": SPEC_DIR, "readOnly": True}, *mounts],
         # The trainer writes its result JSON here; when it crashed before writing, the log's tail is

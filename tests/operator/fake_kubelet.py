@@ -272,6 +272,17 @@ class FakeKubelet:
         mounts[container.get("terminationMessagePath", DEFAULT_TERMINATION_LOG)] = termination
 
         program, arguments, env = container_command(container, mounts)
+        for item in container.get("env", []):
+            secret_key = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if secret_key:
+                # As the kubelet does: the Secret's key, read from the API when the container starts.
+                import base64
+
+                namespace, name = pod["metadata"]["namespace"], secret_key["name"]
+                async with session.get(f"/api/v1/namespaces/{namespace}/secrets/{name}") as response:
+                    response.raise_for_status()
+                    secret = await response.json()
+                env[item["name"]] = base64.b64decode(secret["data"][secret_key["key"]]).decode()
         log = pod_dir / "log"
         with log.open("wb") as output:
             process = await asyncio.create_subprocess_exec(

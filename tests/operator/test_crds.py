@@ -209,7 +209,7 @@ def test_schema_refuses_what_the_models_refuse() -> None:
         ({"resources": {"nodePool": "gpu", "gpu": 0}}, "the gpu node pool needs gpu >= 1"),
         ({"resources": {"nodePool": "cpu", "gpu": 1}}, "gpu > 0 needs a node pool with GPUs"),
         ({"dataset": {"source": "imageFolder"}}, "uri is required when source is imageFolder"),
-        ({"output": {"uri": "s3://bucket/run"}}, "on a cluster uri is pvc://"),
+        ({"output": {"uri": "gs://bucket/run"}}, "on a cluster uri is pvc://"),
         ({"output": {"uri": "runs/../other"}}, "must not contain '..'"),
         ({"model": {"pretrainedWeights": "https://example.invalid/w.pt"}}, "nothing is downloaded"),
     ],
@@ -218,8 +218,9 @@ def test_cel_rules_refuse_cross_field_mistakes(spec: dict, message: str) -> None
     assert any(message in error for error in admission_errors(training_run(spec)))
 
 
-def test_cel_rules_accept_good_specs() -> None:
-    good = {"resources": {"nodePool": "gpu", "gpu": 1}, "output": {"uri": "pvc://artifacts/runs/a"}}
+@pytest.mark.parametrize("output", ["pvc://artifacts/runs/a", "s3://models/runs/a", "runs/a"])
+def test_cel_rules_accept_good_specs(output: str) -> None:
+    good = {"resources": {"nodePool": "gpu", "gpu": 1}, "output": {"uri": output}}
     assert admission_errors(training_run(good)) == []
 
 

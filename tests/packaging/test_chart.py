@@ -10,7 +10,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from crucible.api.manifest import InvalidSpec
 from crucible.cli import build_parser
 from crucible.operator.config import load_config
 from tests.packaging.chart import (
@@ -73,7 +72,8 @@ def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(scenar
 
 
 @pytest.mark.parametrize(
-    "scenario", ["default", "gpu-pool", "namespaced", "peering", "promotion", "postgresql-study"]
+    "scenario",
+    ["default", "gpu-pool", "namespaced", "peering", "promotion", "postgresql-study", "s3-artifacts"],
 )
 def test_the_operator_accepts_the_rendered_configuration(scenario: str, tmp_path) -> None:
     path = tmp_path / "config.yaml"
@@ -93,12 +93,29 @@ def test_a_gpu_pool_from_values_reaches_the_operator_with_cuda_images(tmp_path) 
     assert pool.images is not None and pool.images.trainer == "crucible-trainer-cuda:0.1.0"
 
 
-@pytest.mark.xfail(strict=True, raises=InvalidSpec, reason="OperatorConfig has no artifacts.s3 key yet")
-@pytest.mark.parametrize("scenario", ["s3-artifacts"])
-def test_the_operator_accepts_platform_settings_it_does_not_know_yet(scenario: str, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("values", "endpoint", "region"),
+    [
+        (S3, None, None),
+        (
+            {
+                "artifacts": {
+                    "type": "s3",
+                    "s3": {**S3["artifacts"]["s3"], "endpoint": "http://minio:9000", "region": "eu-west-1"},
+                }
+            },
+            "http://minio:9000",
+            "eu-west-1",
+        ),
+    ],
+)
+def test_the_operator_accepts_s3_artifact_settings_from_values(values, endpoint, region, tmp_path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(operator_config(render(SCENARIOS[scenario]))))
-    load_config(path)
+    path.write_text(yaml.safe_dump(operator_config(render(values))))
+    s3 = load_config(path).artifacts.s3
+    assert s3 is not None
+    assert (s3.uri, s3.credentials_secret) == ("s3://models/crucible", "s3-creds")
+    assert (s3.endpoint, s3.region) == (endpoint, region)
 
 
 def test_platform_settings_are_rendered_under_their_agreed_keys() -> None:

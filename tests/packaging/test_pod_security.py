@@ -10,6 +10,7 @@ from crucible.operator.config import OperatorConfig
 from crucible.operator.manifests.serving import server_deployment
 from crucible.operator.manifests.training import training_children
 from crucible.operator.planning import plan_serving, plan_training
+from crucible.s3 import S3Location
 from tests.packaging.chart import SCENARIOS, needs_helm, of_kind, render
 
 # Volume types the restricted profile allows.
@@ -101,25 +102,37 @@ def test_chart_pods_meet_restricted(scenario: str) -> None:
 
 
 CONFIG = OperatorConfig.model_validate({"artifacts": {"claim": "artifacts"}})
+S3_CONFIG = OperatorConfig.model_validate(
+    {"artifacts": {"s3": {"uri": "s3://models/crucible", "credentialsSecret": "s3-creds"}}}
+)
 POOLS = [("cpu", 0), ("gpu", 1)]
+# Artifacts on a volume, or in S3 (downloaded and uploaded through the writable /tmp).
+STORES = {
+    "pvc": (CONFIG, VolumePath("artifacts", "ml/run/u1")),
+    "s3": (S3_CONFIG, S3Location("models", "ml/run/u1")),
+}
 
 
+@pytest.mark.parametrize("store", sorted(STORES))
 @pytest.mark.parametrize(("pool", "gpu"), POOLS)
-def test_trainer_job_pods_meet_restricted(pool: str, gpu: int) -> None:
+def test_trainer_job_pods_meet_restricted(pool: str, gpu: int, store: str) -> None:
+    config, _ = STORES[store]
     body = {
         "metadata": {"name": "digits", "namespace": "ml", "uid": "u1"},
         "spec": {"resources": {"nodePool": pool, "gpu": gpu}},
     }
-    _, job = training_children(plan_training(body, CONFIG), CONFIG.training)
+    _, job = training_children(plan_training(body, config), config.training)
     assert violations(job["spec"]["template"]["spec"]) == []
 
 
+@pytest.mark.parametrize("store", sorted(STORES))
 @pytest.mark.parametrize(("pool", "gpu"), POOLS)
-def test_model_server_pods_meet_restricted(pool: str, gpu: int) -> None:
+def test_model_server_pods_meet_restricted(pool: str, gpu: int, store: str) -> None:
+    config, artifact = STORES[store]
     body = {
         "metadata": {"name": "digits", "namespace": "ml", "uid": "u2"},
         "spec": {"model": {"trainingRun": "run"}, "resources": {"nodePool": pool, "gpu": gpu}},
     }
-    plan = plan_serving(body, VolumePath("artifacts", "ml/run/u1"), CONFIG)
+    plan = plan_serving(body, artifact, config)
     deployment = server_deployment(plan, "run", "ab" * 32)
     assert violations(deployment["spec"]["template"]["spec"]) == []

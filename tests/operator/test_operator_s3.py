@@ -1,0 +1,115 @@
+"""Artifacts in S3 end to end: the real operator configured with artifacts.s3, the emulated API, and the
+trainer Job run by the test kubelet as a real `crucible-train` that uploads to a real (moto) S3 server
+with the credentials of a Secret in the emulator, which the operator itself never reads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import FAST_SPEC
+from tests.operator.e2e import (
+    DEPLOYMENTS,
+    RUNS,
+    assert_created_manifests_are_valid,
+    condition_of,
+    created_by_operator,
+    run_phase,
+    status_of,
+)
+from tests.operator.fake_cluster import NAMESPACE, Cluster, eventually
+from tests.operator.fake_kubelet import FakeKubelet
+from tests.operator.operator_thread import OperatorThread
+from tests.s3_store import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Store
+
+SECRET = "s3-creds"
+ARTIFACT_FILES = ("model.json", "model.pt", "report.png", "result.json")
+
+
+@pytest.fixture
+def bucket(s3_store: S3Store) -> str:
+    return s3_store.new_bucket()
+
+
+@pytest.fixture
+def operator_config(tmp_path: Path, s3_store: S3Store, bucket: str) -> Path:
+    """As the chart renders it for artifacts.type s3 (the operator fixture reads this one)."""
+    s3 = {
+        "uri": f"s3://{bucket}/crucible",
+        "credentialsSecret": SECRET,
+        "endpoint": s3_store.endpoint,
+        "region": REGION,
+    }
+    path = tmp_path / "operator.yaml"
+    path.write_text(yaml.safe_dump({"artifacts": {"s3": s3}}))
+    return path
+
+
+async def create_credentials_secret(cluster: Cluster) -> None:
+    keys = {"AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET, "namespace": NAMESPACE},
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in keys.items()},
+    }
+    async with cluster.post(f"/api/v1/namespaces/{NAMESPACE}/secrets", json=body) as response:
+        assert response.status < 300, await response.text()
+
+
+def secret_env(container: dict) -> dict[str, dict]:
+    return {item["name"]: item["valueFrom"] for item in container["env"] if "valueFrom" in item}
+
+
+async def test_a_run_uploads_its_artifact_to_s3_and_is_served_from_there(
+    cluster: Cluster,
+    operator: OperatorThread,
+    kubelet: FakeKubelet,
+    s3_store: S3Store,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    await create_credentials_secret(cluster)
+    await cluster.create_resource("TrainingRun", "digits", FAST_SPEC)
+    status = await run_phase(cluster, "digits", ("Succeeded", "Failed"), timeout=150)
+
+    assert status["phase"] == "Succeeded", status.get("reason")
+    uid = cluster.get(RUNS, "digits")["metadata"]["uid"]
+    prefix = f"crucible/{NAMESPACE}/digits/{uid}"
+    assert status["artifact"]["uri"] == f"s3://{bucket}/{prefix}"
+    assert s3_store.keys(bucket) == [f"{prefix}/{name}" for name in ARTIFACT_FILES]
+    weights = s3_store.get(bucket, f"{prefix}/model.pt")
+    assert hashlib.sha256(weights).hexdigest() == status["artifact"]["sha256"]
+    # No artifact volume anywhere: the trainer wrote to its /tmp and uploaded from there.
+    job_pod = cluster.get("batch/v1/jobs", "digits-train")["spec"]["template"]["spec"]
+    assert not any("persistentVolumeClaim" in volume for volume in job_pod["volumes"])
+    assert not (tmp_path / "node" / "volumes").exists()
+    assert secret_env(job_pod["containers"][0]) == {
+        key: {"secretKeyRef": {"name": SECRET, "key": key}}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+
+    await cluster.create_resource("ModelDeployment", "digits", {"model": {"trainingRun": "digits"}})
+    await eventually(
+        lambda: condition_of(status_of(cluster, DEPLOYMENTS, "digits"), "Ready").get("status") == "True",
+        20,
+        "the ModelDeployment is Ready",
+    )
+    server = cluster.get("apps/v1/deployments", "digits-stable")["spec"]["template"]["spec"]
+    command = server["containers"][0]["command"]
+    assert command[command.index("--model") + 1] == status["artifact"]["uri"]
+    assert secret_env(server["containers"][0]) == secret_env(job_pod["containers"][0])
+    assert server["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    # The spec ConfigMap, the Job, the server Deployment and its Service: all valid.
+    assert assert_created_manifests_are_valid(cluster) >= 4
+    assert {manifest["kind"] for manifest in created_by_operator(cluster)} == {
+        "ConfigMap",
+        "Job",
+        "Deployment",
+        "Service",
+    }
