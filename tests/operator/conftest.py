@@ -80,6 +80,13 @@ async def serving_kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Fak
 
 
 @pytest.fixture
+async def training_and_serving_kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[FakeKubelet]:
+    """Runs trainer Jobs and server replicas for real, as local processes."""
+    async for running in _kubelet(cluster, tmp_path / "node", instant=False, run_servers=True):
+        yield running
+
+
+@pytest.fixture
 async def services(cluster: Cluster, serving_kubelet: FakeKubelet) -> AsyncIterator[ServiceProxy]:
     """Reach a Service as a client in the cluster would: `await services.url("md-server")`."""
     await eventually(lambda: serving_kubelet.servers is not None, 10, "the Deployment controller runs")

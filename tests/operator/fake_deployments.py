@@ -212,6 +212,7 @@ class FakeDeploymentController:
         pod_dir.mkdir(parents=True)
         mounts = await self.kubelet.mounts(session, pod.body, container, pod_dir)
         program, arguments, env = container_command(container, mounts)
+        env.update(await self.kubelet.secret_env(session, pod.body, container))
         # The container listens on every interface of its pod: here, the pod's own loopback address.
         arguments = [pod.ip if value == "0.0.0.0" else value for value in arguments]
         while not pod.terminating:

@@ -6,6 +6,7 @@ Deployment controller, reporting every Deployment rolled out. Never part of the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -272,17 +273,7 @@ class FakeKubelet:
         mounts[container.get("terminationMessagePath", DEFAULT_TERMINATION_LOG)] = termination
 
         program, arguments, env = container_command(container, mounts)
-        for item in container.get("env", []):
-            secret_key = (item.get("valueFrom") or {}).get("secretKeyRef")
-            if secret_key:
-                # As the kubelet does: the Secret's key, read from the API when the container starts.
-                import base64
-
-                namespace, name = pod["metadata"]["namespace"], secret_key["name"]
-                async with session.get(f"/api/v1/namespaces/{namespace}/secrets/{name}") as response:
-                    response.raise_for_status()
-                    secret = await response.json()
-                env[item["name"]] = base64.b64decode(secret["data"][secret_key["key"]]).decode()
+        env.update(await self.secret_env(session, pod, container))
         log = pod_dir / "log"
         with log.open("wb") as output:
             process = await asyncio.create_subprocess_exec(
@@ -301,6 +292,21 @@ class FakeKubelet:
             tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
             message = "\n".join(tail)[-LOG_TAIL_BYTES:]
         return Ran(exit_code, "Completed" if exit_code == 0 else "Error", message, started, now())
+
+    @staticmethod
+    async def secret_env(session: aiohttp.ClientSession, pod: dict, container: dict) -> dict[str, str]:
+        """As the kubelet does: each `valueFrom.secretKeyRef` variable, read from the Secret when the
+        container starts."""
+        env = {}
+        for item in container.get("env", []):
+            reference = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if reference:
+                namespace, name = pod["metadata"]["namespace"], reference["name"]
+                async with session.get(f"/api/v1/namespaces/{namespace}/secrets/{name}") as response:
+                    response.raise_for_status()
+                    secret = await response.json()
+                env[item["name"]] = base64.b64decode(secret["data"][reference["key"]]).decode()
+        return env
 
     async def mounts(
         self, session: aiohttp.ClientSession, pod: dict, container: dict, pod_dir: Path

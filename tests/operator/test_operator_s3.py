@@ -8,6 +8,7 @@ import base64
 import hashlib
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
@@ -24,6 +25,8 @@ from tests.operator.e2e import (
 from tests.operator.fake_cluster import NAMESPACE, Cluster, eventually
 from tests.operator.fake_kubelet import FakeKubelet
 from tests.operator.operator_thread import OperatorThread
+from tests.operator.service_proxy import ServiceProxy
+from tests.operator.traffic import Traffic, infer_request
 from tests.s3_store import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Store
 
 SECRET = "s3-creds"
@@ -69,7 +72,7 @@ def secret_env(container: dict) -> dict[str, dict]:
 async def test_a_run_uploads_its_artifact_to_s3_and_is_served_from_there(
     cluster: Cluster,
     operator: OperatorThread,
-    kubelet: FakeKubelet,
+    training_and_serving_kubelet: FakeKubelet,
     s3_store: S3Store,
     bucket: str,
     tmp_path: Path,
@@ -97,15 +100,25 @@ async def test_a_run_uploads_its_artifact_to_s3_and_is_served_from_there(
     await cluster.create_resource("ModelDeployment", "digits", {"model": {"trainingRun": "digits"}})
     await eventually(
         lambda: condition_of(status_of(cluster, DEPLOYMENTS, "digits"), "Ready").get("status") == "True",
-        20,
-        "the ModelDeployment is Ready",
+        120,
+        "the ModelDeployment is Ready: its server downloaded the model from S3 and verified it",
     )
     server = cluster.get("apps/v1/deployments", "digits-stable")["spec"]["template"]["spec"]
     command = server["containers"][0]["command"]
     assert command[command.index("--model") + 1] == status["artifact"]["uri"]
     assert secret_env(server["containers"][0]) == secret_env(job_pod["containers"][0])
     assert server["volumes"] == [{"name": "tmp", "emptyDir": {}}]
-    # The spec ConfigMap, the Job, the server Deployment and its Service: all valid.
+    # The server answers with the model the run uploaded.
+    assert training_and_serving_kubelet.servers is not None
+    proxy = ServiceProxy(cluster, training_and_serving_kubelet.servers)
+    try:
+        traffic = Traffic(await proxy.url("digits-server"), "digits", infer_request((3, 16, 16)))
+        async with aiohttp.ClientSession() as session:
+            answer = await traffic.send(session)
+    finally:
+        await proxy.close()
+    assert answer.status == 200 and answer.model_version == status["artifact"]["sha256"][:12]
+    # The spec ConfigMap, the Job, the server Deployment and its Services: all valid.
     assert assert_created_manifests_are_valid(cluster) >= 4
     assert {manifest["kind"] for manifest in created_by_operator(cluster)} == {
         "ConfigMap",

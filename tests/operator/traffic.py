@@ -56,14 +56,15 @@ class Traffic:
                 await task
 
     async def _client(self) -> None:
-        endpoint = f"{self.url}/v2/models/{self.model}/infer"
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
-                self.answers.append(await self._send(session, endpoint))
+                self.answers.append(await self.send(session))
                 await asyncio.sleep(self.pause)
 
-    async def _send(self, session: aiohttp.ClientSession, endpoint: str) -> Answer:
+    async def send(self, session: aiohttp.ClientSession) -> Answer:
+        """One inference request, and its answer."""
+        endpoint = f"{self.url}/v2/models/{self.model}/infer"
         headers = {"Content-Type": "application/json"}
         try:
             async with session.post(endpoint, data=self.payload, headers=headers) as response:
