@@ -124,10 +124,12 @@ def created(cluster: Cluster, name: str) -> bool:
     )
 
 
-async def serve_base(cluster: Cluster, kubelet: FakeKubelet, models: dict[str, Path], spec: dict) -> None:
+async def serve_base(cluster: Cluster, kubelet: FakeKubelet, models: dict[str, Path], spec: dict) -> dict:
+    """The ModelDeployment as applied, once it serves the base model."""
     await train(cluster, kubelet, "base", 0.90, models["base"])
-    await cluster.create_resource("ModelDeployment", MD, spec)
+    applied = await cluster.create_resource("ModelDeployment", MD, spec)
     await eventually(lambda: current(cluster) == "base" and ready(cluster), SERVING_TIMEOUT, "base served")
+    return applied
 
 
 COLUMNS = ("Ready", "Model", "Candidate", "Canary")
@@ -166,7 +168,7 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     models: dict[str, Path],
 ) -> None:
     spec = canary_spec([{"weight": 50, "pause": "3s"}, {"weight": 100, "pause": "0s"}])
-    await serve_base(cluster, serving_kubelet, models, spec)
+    applied = await serve_base(cluster, serving_kubelet, models, spec)
     url = await services.url(f"{MD}-server")
     payload = infer_request((3, 16, 16))
     poller = Traffic(url, MD, payload, pause=0.05).start()
@@ -224,6 +226,10 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     )
     assert {base_version, better_version} <= poller.versions() | load.versions()
     assert poller.versions(since=promoted_at + 0.5) == {better_version}
+    # GitOps-safe: the operator wrote status and children only, never the spec Git holds.
+    after = cluster.get(DEPLOYMENTS, MD)
+    assert after["spec"] == applied["spec"]
+    assert after["metadata"]["generation"] == applied["metadata"]["generation"]
     stable_pods = serving_kubelet.servers.pods_of(f"{MD}-stable")
     assert len(stable_pods) == 2
     assert {pod.body["metadata"]["annotations"]["crucible.dev/training-run"] for pod in stable_pods} == {
