@@ -22,7 +22,7 @@ import aiohttp
 import kmock
 
 from tests.operator.fake_cluster import Cluster
-from tests.operator.fake_kubelet import FakeKubelet, container_command, now
+from tests.operator.fake_kubelet import FakeKubelet, container_command, now, pod_of
 
 DEPLOYMENTS = "apps/v1/deployments"
 RECONCILE_EVERY = 0.2
@@ -176,27 +176,7 @@ class FakeDeploymentController:
         ip = f"127.{self._network}.{serial // 250}.{serial % 250 + 2}"
         labels = {**template["metadata"].get("labels", {}), "pod-template-hash": current}
         name = f"{metadata['name']}-{current}-{uuid.uuid4().hex[:5]}"
-        body = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": metadata["namespace"],
-                "labels": labels,
-                "annotations": dict(template["metadata"].get("annotations", {})),
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": metadata["name"],
-                        "uid": metadata["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "spec": template["spec"],
-        }
+        body = pod_of(deployment, name, labels)
         pod = ServerPod(name, metadata["namespace"], metadata["uid"], current, labels, ip, body)
         self.pods[name] = pod
         pod.task = asyncio.create_task(self._run_pod(session, pod))

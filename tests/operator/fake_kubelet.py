@@ -71,6 +71,30 @@ def container_command(container: dict, mounts: dict[str, Path]) -> tuple[str, li
     return program, [local(value) for value in command[1:]], env
 
 
+def pod_of(controller: dict, name: str, labels: dict[str, str]) -> dict:
+    """A pod of `controller`'s (a Job's or a Deployment's) pod template, as its controller creates it."""
+    metadata, template = controller["metadata"], controller["spec"]["template"]
+    owner = {"apiVersion": controller["apiVersion"], "kind": controller["kind"]}
+    owner |= {
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": metadata["namespace"],
+            "labels": labels,
+            "annotations": dict(template["metadata"].get("annotations") or {}),
+            "ownerReferences": [owner],
+        },
+        "spec": template["spec"],
+    }
+
+
 @dataclass
 class Ran:
     exit_code: int
@@ -210,18 +234,7 @@ class FakeKubelet:
             "batch.kubernetes.io/job-name": metadata["name"],
             "controller-uid": metadata["uid"],
         }
-        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": metadata["name"], "uid": metadata["uid"]}
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": metadata["namespace"],
-                "labels": labels,
-                "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
-            },
-            "spec": template["spec"],
-        }
+        pod = pod_of(job, name, labels)
         async with session.post(f"/api/v1/namespaces/{metadata['namespace']}/pods", json=pod) as response:
             response.raise_for_status()
             created = await response.json()
