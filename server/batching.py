@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crucible.server.errors import InferenceFailed, ModelNotReady
+from crucible.server.errors import InferenceFailed, ModelNotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,11 @@ class DynamicBatcher:
         quiet_s: float = QUIET_S,
         on_batch: BatchObserver | None = None,
         on_queue_depth: DepthObserver | None = None,
+        max_queue_images: int | None = None,
     ) -> None:
         self.name = name
         self.max_batch_size = max_batch_size
+        self.max_queue_images = max_queue_images
         self.max_delay_s = max_delay_s
         self.quiet_s = quiet_s
         self._predict = predict
@@ -106,6 +108,13 @@ class DynamicBatcher:
         """Queue images [n, ...] and wait for their rows of the model's output."""
         if not self._accepting:
             raise ModelNotReady(self.name)
+        limit = self.max_queue_images
+        # An empty queue takes any request (one larger than the limit is not refused forever).
+        if limit is not None and self._queued_images and self._queued_images + len(images) > limit:
+            raise Overloaded(
+                f"model {self.name!r} is overloaded: {self._queued_images} images are waiting "
+                f"(limit {limit}); retry later"
+            )
         loop = asyncio.get_running_loop()
         pending = _Pending(images, loop.create_future(), loop.time(), self._busy)
         self._queue.put_nowait(pending)

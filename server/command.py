@@ -50,6 +50,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_body_bytes=args.max_body_bytes,
         max_images=args.max_images,
+        max_queue_images=args.max_queue_images,
     )
     return serve(artifact, args.name, args.host, args.port, args.device, settings)
 
@@ -82,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=DEFAULTS.max_batch_size,
         help="Most images per forward pass.",
+    )
+    serve.add_argument(
+        "--max-queue-images",
+        type=_positive_int,
+        default=DEFAULTS.max_queue_images,
+        help="Most images waiting for the model; beyond it requests get 503 with Retry-After at once.",
     )
     serve.add_argument(
         "--max-batch-delay-ms",

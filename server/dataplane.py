@@ -43,6 +43,7 @@ class DataPlane:
                     name, size, seconds
                 ),
                 on_queue_depth=self.metrics.queue_depth.labels(model.name).set,
+                max_queue_images=self.settings.max_queue_images,
             )
             await batcher.start()
             self._batchers[model.name] = batcher

@@ -52,6 +52,12 @@ class InferenceFailed(ServerError):
     """The forward pass itself failed: a server fault, never the client's."""
 
 
+class Overloaded(ServerError):
+    """More images wait for the model than it may queue: shed load now rather than answer late."""
+
+    retry_after_seconds = 1
+
+
 # The one table from domain errors to HTTP status codes.
 HTTP_STATUS: dict[type[ServerError], int] = {
     InvalidInput: 400,
@@ -60,6 +66,7 @@ HTTP_STATUS: dict[type[ServerError], int] = {
     UnsupportedMediaType: 415,
     InferenceFailed: 500,
     ModelNotReady: 503,
+    Overloaded: 503,
 }
 
 
@@ -79,7 +86,10 @@ async def _on_server_error(_: Request, error: Exception) -> JSONResponse:
     status = _status_of(error)
     if status >= 500:
         log.error("%s: %s", type(error).__name__, error.message)
-    return error_response(status, error.message)
+    response = error_response(status, error.message)
+    if isinstance(error, Overloaded):
+        response.headers["Retry-After"] = str(error.retry_after_seconds)
+    return response
 
 
 async def _on_http_error(_: Request, error: Exception) -> JSONResponse:

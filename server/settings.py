@@ -17,9 +17,12 @@ class ServerSettings:
     max_images: int = 64
     # Labels returned per image by /predict when the request does not say.
     default_top_k: int = 5
+    # Most images waiting for a model's forward pass; more get 503 and Retry-After at once instead of
+    # a late answer (and the 503s show in the error rate a canary is judged by).
+    max_queue_images: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_body_bytes", "max_images", "default_top_k"):
+        for name in ("max_batch_size", "max_body_bytes", "max_images", "default_top_k", "max_queue_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_batch_delay_ms < 0:

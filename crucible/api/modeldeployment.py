@@ -176,6 +176,13 @@ class ServerSpec(SpecModel):
     max_batch_delay_ms: int = Field(
         5, ge=0, le=10_000, description="Longest wait, in milliseconds, for a batch to fill before it runs."
     )
+    max_queue_images: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Most images waiting for the model in one replica; beyond it requests get 503 with "
+        "Retry-After at once (shed load rather than answer late).",
+    )
 
 
 class RolloutSpec(SpecModel):

@@ -34,6 +34,8 @@ def server_command(plan: ServingPlan) -> list[str]:
         str(server.max_batch_size),
         "--max-batch-delay-ms",
         str(server.max_batch_delay_ms),
+        "--max-queue-images",
+        str(server.max_queue_images),
         "--device",
         plan.pod.device,
     ]

@@ -318,3 +318,40 @@ async def test_a_canary_that_never_becomes_ready_is_rolled_back_at_its_progress_
     # The server refused the weights (exit 2) and was restarted with a back-off, never ready.
     assert canary_pod.exits and set(canary_pod.exits) == {2} and not canary_pod.ready
     assert current(cluster) == "base" and poller.failures == [] and len(poller.answers) > 20
+
+
+async def test_an_operator_restarted_mid_canary_carries_on_from_the_status(
+    cluster: Cluster,
+    operator: OperatorThread,
+    serving_kubelet: FakeKubelet,
+    services: ServiceProxy,
+    models: dict[str, Path],
+) -> None:
+    spec = canary_spec([{"weight": 50, "pause": "15s"}, {"weight": 100, "pause": "0s"}])
+    await serve_base(cluster, serving_kubelet, models, spec)
+    url = await services.url(f"{MD}-server")
+    poller = Traffic(url, MD, infer_request((3, 16, 16)), concurrency=2, pause=0.02).start()
+    try:
+        await train(cluster, serving_kubelet, "better", 0.95, models["better"])
+
+        def analysing() -> dict | None:
+            canary = status_of(cluster, DEPLOYMENTS, MD).get("canary") or {}
+            return canary if canary.get("phase") == "Analysing" and canary.get("sample") else None
+
+        before = await eventually(analysing, SERVING_TIMEOUT, "step 1 under analysis")
+        await operator.restart()
+        after = await eventually(analysing, 30, "step 1 under analysis after the restart")
+        await eventually(lambda: current(cluster) == "better" and ready(cluster), SERVING_TIMEOUT, "promoted")
+        await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary") is None, 30, "canary removed")
+    finally:
+        await poller.stop()
+
+    # The new operator took the step where the old one left it: same step, same start, same window.
+    assert after["step"] == before["step"] == 1
+    assert after["stepStartedAt"] == before["stepStartedAt"]
+    assert after["sample"]["time"] >= before["sample"]["time"]
+    canaries = [m for m in created_by_operator(cluster) if m["metadata"]["name"] == f"{MD}-canary"]
+    assert len(canaries) == 1  # found again after the restart, not created twice
+    history = status_of(cluster, DEPLOYMENTS, MD)["history"]
+    assert [(h["action"], h["trainingRun"]) for h in history] == [("Promoted", "better")]
+    assert poller.failures == [] and len(poller.answers) > 100

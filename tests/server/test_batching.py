@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from crucible.server.batching import DynamicBatcher
-from crucible.server.errors import InferenceFailed, ModelNotReady
+from crucible.server.errors import InferenceFailed, ModelNotReady, Overloaded
 
 
 class RecordingModel:
@@ -192,3 +192,19 @@ async def test_observers_see_batch_sizes_and_queue_depth():
     await batcher.stop()
     assert sizes == [1, 6]
     assert max(depths) == 6 and depths[-1] == 0
+
+
+async def test_a_full_queue_sheds_load_and_takes_requests_again_once_it_drains():
+    model = RecordingModel(seconds=0.1)
+    batcher = await started(model, max_batch_size=2, max_queue_images=3)
+    first = asyncio.create_task(batcher.submit(images(0)))
+    await asyncio.sleep(0.02)  # the first forward pass runs; nothing waits
+    waiting = [asyncio.create_task(batcher.submit(images(i))) for i in (1, 2, 3)]
+    await asyncio.sleep(0)  # three images wait
+    with pytest.raises(Overloaded, match=r"'fake' is overloaded: 3 images are waiting \(limit 3\)"):
+        await batcher.submit(images(4))
+    await asyncio.gather(first, *waiting)
+    assert (await batcher.submit(images(5))).item() == 5
+    # An empty queue takes a request larger than the limit: it is never refused forever.
+    assert len(await batcher.submit(images(6, 7, 8, 9))) == 4
+    await batcher.stop()

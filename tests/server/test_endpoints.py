@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -191,6 +194,48 @@ def test_too_many_images_in_one_infer_request_is_413(client):
     assert (response.status_code, response.json()) == (
         413,
         {"error": "inputs[0].shape: 11 images in one request; the limit is 10"},
+    )
+
+
+# Overload
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(digits_model, digit_pixels, monkeypatch):
+    pixels, _ = digit_pixels
+    release, in_forward = threading.Event(), threading.Event()
+    predict = digits_model.predict
+
+    def held_forward(parts):  # the first forward pass holds the worker until the test lets it go
+        in_forward.set()
+        release.wait(10)
+        return predict(parts)
+
+    monkeypatch.setattr(digits_model, "predict", held_forward)
+    app = create_app(ModelRepository([digits_model]), ServerSettings(max_queue_images=2))
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        running = pool.submit(client.post, INFER, json=infer_body(pixels[:1]))
+        assert in_forward.wait(10)
+        waiting = pool.submit(client.post, INFER, json=infer_body(pixels[:2]))  # 2 images queue up
+
+        def queued() -> float:
+            return metric_value(client.get("/metrics").text, "crucible_server_queue_depth", model=MODEL_NAME)
+
+        deadline = time.monotonic() + 10
+        while queued() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = client.post(INFER, json=infer_body(pixels[:1]))
+        release.set()
+        assert running.result().status_code == waiting.result().status_code == 200
+        metrics = client.get("/metrics").text
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {
+        "error": f"model '{MODEL_NAME}' is overloaded: 2 images are waiting (limit 2); retry later"
+    }
+    assert (
+        metric_value(
+            metrics, "crucible_server_requests_total", endpoint="/v2/models/{name}/infer", code="503"
+        )
+        == 1
     )
 
 
