@@ -15,6 +15,7 @@ import json
 import math
 import random
 import signal
+import socket
 import uuid
 from dataclasses import dataclass, field
 
@@ -42,6 +43,15 @@ def _scaled(value: int | str | None, replicas: int, round_up: bool, default: int
         exact = replicas * int(value[:-1]) / 100
         return math.ceil(exact) if round_up else math.floor(exact)
     return int(value)
+
+
+def _bindable(ip: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -170,10 +180,23 @@ class FakeDeploymentController:
             with contextlib.suppress(aiohttp.ClientResponseError):  # deleted meanwhile
                 await self.kubelet.write_status(session, deployment, status)
 
+    def _free_address(self, deployment: dict) -> str:
+        """The next loopback address whose container ports nothing listens on (another test run on
+        this machine may use the same range)."""
+        ports = [
+            port["containerPort"]
+            for container in deployment["spec"]["template"]["spec"]["containers"]
+            for port in container.get("ports", [])
+        ]
+        while True:
+            serial = next(self._addresses)
+            ip = f"127.{self._network}.{serial // 250}.{serial % 250 + 2}"
+            if all(_bindable(ip, port) for port in ports):
+                return ip
+
     def _start(self, session: aiohttp.ClientSession, deployment: dict, current: str) -> ServerPod:
         metadata, template = deployment["metadata"], deployment["spec"]["template"]
-        serial = next(self._addresses)
-        ip = f"127.{self._network}.{serial // 250}.{serial % 250 + 2}"
+        ip = self._free_address(deployment)
         labels = {**template["metadata"].get("labels", {}), "pod-template-hash": current}
         name = f"{metadata['name']}-{current}-{uuid.uuid4().hex[:5]}"
         body = pod_of(deployment, name, labels)
@@ -211,10 +234,13 @@ class FakeDeploymentController:
             await asyncio.sleep(min(RESTART_BACKOFF_CAP, 0.5 * 2**pod.restarts))  # CrashLoopBackOff
 
     async def _probe(self, session: aiohttp.ClientSession, pod: ServerPod, container: dict) -> None:
-        check = container["readinessProbe"]["httpGet"]
+        """The readiness probe as the kubelet runs it: its timeout, period and failure threshold. Only
+        the first success is looked for more often than the period, so tests do not wait for it."""
+        probe = container["readinessProbe"]
+        check = probe["httpGet"]
         url = f"http://{pod.ip}:{pod.port(check['port'])}{check['path']}"
         failures = 0
-        timeout = aiohttp.ClientTimeout(total=2)
+        timeout = aiohttp.ClientTimeout(total=probe.get("timeoutSeconds", 1))
         async with aiohttp.ClientSession(timeout=timeout) as probes:
             while True:
                 try:
@@ -225,9 +251,9 @@ class FakeDeploymentController:
                 failures = 0 if passed else failures + 1
                 if passed and not pod.ready:
                     await self._set_ready(session, pod, True)
-                elif pod.ready and failures >= container["readinessProbe"].get("failureThreshold", 3):
+                elif pod.ready and failures >= probe.get("failureThreshold", 3):
                     await self._set_ready(session, pod, False)
-                await asyncio.sleep(PROBE_EVERY)
+                await asyncio.sleep(probe.get("periodSeconds", 10) if pod.ready else PROBE_EVERY)
 
     async def _set_ready(self, session: aiohttp.ClientSession, pod: ServerPod, ready: bool) -> None:
         pod.ready = ready

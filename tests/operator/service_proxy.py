@@ -46,16 +46,20 @@ class ServiceProxy:
             port = pod.port(body["spec"]["ports"][0].get("targetPort", body["spec"]["ports"][0]["port"]))
             headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
             assert self._session is not None
-            async with self._session.request(
-                request.method,
-                f"http://{pod.ip}:{port}{request.rel_url}",
-                headers=headers,
-                data=await request.read(),
-            ) as answer:
-                content = await answer.read()
-                kept = {k: v for k, v in answer.headers.items() if k.lower() not in NOT_FORWARDED}
-                kept["X-Served-By"] = pod.name
-                return web.Response(status=answer.status, body=content, headers=kept)
+            try:
+                async with self._session.request(
+                    request.method,
+                    f"http://{pod.ip}:{port}{request.rel_url}",
+                    headers=headers,
+                    data=await request.read(),
+                ) as answer:
+                    content = await answer.read()
+            except aiohttp.ClientError as error:
+                # A real proxy resets the client's connection; a test wants to know which pod failed.
+                return web.Response(status=502, text=f"{pod.name} ({pod.ip}): {error!r}")
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in NOT_FORWARDED}
+            kept["X-Served-By"] = pod.name
+            return web.Response(status=answer.status, body=content, headers=kept)
 
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{path:.*}", forward)

@@ -6,6 +6,7 @@ once with a real artifact each (a trained digits model, or a variant of it) and 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import time
@@ -204,8 +205,10 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
         await poller.stop()
         await load.stop()
 
-    # Every step, in order, then the promotion.
-    assert [(step, weight) for step, weight, phase in seen if phase == "Analysing"] == [(1, 50), (2, 100)]
+    # Every step, in order, then the promotion. (A step may go back to Starting for a moment on a busy
+    # machine, when a replica misses its readiness probe; it is analysed again once all are ready.)
+    analysed = [(step, weight) for step, weight, phase in seen if phase == "Analysing"]
+    assert [key for key, _ in itertools.groupby(analysed)] == [(1, 50), (2, 100)]
     assert seen[-1][2] == "Promoting"
     # What `kubectl get md` showed along the way: the current model, the candidate, its weight.
     assert rows[0] == ("True", "base", None, None)
