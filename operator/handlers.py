@@ -72,6 +72,13 @@ async def report_training(body: kopf.Body, memo: kopf.Memo, **_: object) -> None
     await memo.training.report(body)
 
 
+@kopf.on.event("batch", "v1", "jobs", labels=naming.TRAINER_SELECTOR)
+async def trainer_job_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
+    """A trainer Job deleted before its result was recorded fails its run (no new Job behind its back)."""
+    if event.get("type") == "DELETED":
+        await memo.training.lost(body)
+
+
 @kopf.index(*MODEL_DEPLOYMENTS)
 def deployments_by_run(namespace: str, name: str, spec: kopf.Spec, **_: object) -> dict | None:
     run = (spec.get("model") or {}).get("trainingRun")

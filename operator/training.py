@@ -21,6 +21,7 @@ from crucible.operator.training_status import (
     in_progress_status,
     invalid_status,
     job_phase,
+    lost_status,
     termination_of,
 )
 
@@ -54,6 +55,11 @@ class Training:
     async def start(self, body: kopf.Body, patch: kopf.Patch) -> None:
         """Make sure the run's ConfigMap and Job exist; the Job's handler takes it from there."""
         status = dict(body.get("status") or {})
+        if status.get("jobName") and status.get("phase") not in FINAL_PHASES:
+            job = Ref("batch/v1", "Job", body.metadata["namespace"], status["jobName"])
+            if await self.kube.get(job) is None:
+                self._lose(body, patch, status["jobName"])
+                return
         try:
             plan = plan_training(dict(body), self.config)
         except InvalidSpec as error:
@@ -82,6 +88,30 @@ class Training:
         patch.status.update(invalid.to_patch())
         kopf.event(body, type="Warning", reason="InvalidSpec", message=str(error))
         raise kopf.PermanentError(str(error))
+
+    @staticmethod
+    def _lose(run: dict, patch: kopf.Patch | None, job_name: str) -> dict:
+        """The run's Job is gone without a recorded result: the status patch that says so."""
+        status = run.get("status") or {}
+        lost = lost_status(job_name, run["metadata"].get("generation"), status.get("conditions")).to_patch()
+        if patch is not None:
+            patch.status.update(lost)
+        kopf.event(run, type="Warning", reason="JobLost", message=lost["reason"])
+        return lost
+
+    async def lost(self, job: kopf.Body) -> None:
+        """A trainer Job was deleted: its run fails unless its result was already recorded (or the run
+        itself is being deleted, which takes its Job with it)."""
+        run_name = naming.controller_of(dict(job), "TrainingRun")
+        if run_name is None:
+            return
+        ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job.metadata["namespace"], run_name)
+        run = await self.kube.get(ref)
+        if run is None or _uid(run) != _controller_uid(dict(job)):
+            return
+        if (run.get("status") or {}).get("phase") in FINAL_PHASES or run["metadata"].get("deletionTimestamp"):
+            return
+        await self.kube.patch_status(ref, self._lose(run, None, job.metadata["name"]))
 
     async def _ensure(self, child: dict, owner: kopf.Body) -> dict:
         existing, _ = await self.kube.create(child)

@@ -192,3 +192,24 @@ def invalid_status(
         observed_generation=generation,
         conditions=carried_over(previous, conditions),
     )
+
+
+def lost_status(job_name: str, generation: int | None, previous: list[dict] | None) -> TrainingRunStatus:
+    """The Job went away before its result was recorded (deleted by hand, or by its TTL while the
+    operator was stopped): Failed, and not trained again behind the user's back, since a second Job
+    would write over the same artifact directory."""
+    message = (
+        f"the trainer Job {job_name} was deleted before its result was recorded; "
+        "create a new TrainingRun to train again"
+    )
+    conditions = [
+        condition(READY, False, "JobLost", message, generation),
+        condition(GATES_PASSED, None, "NotEvaluated", "", generation),
+    ]
+    return TrainingRunStatus(
+        phase="Failed",
+        reason=f"JobLost: {message}",
+        job_name=job_name,
+        observed_generation=generation,
+        conditions=carried_over(previous, conditions),
+    )
