@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import FAST_SPEC
-from tests.operator.e2e import condition_of, status_of
+from tests.operator.e2e import DEPLOYMENTS, condition_of, status_of
 from tests.operator.fake_cluster import Cluster, eventually
 from tests.operator.fake_kubelet import FakeKubelet
 from tests.operator.operator_thread import OperatorThread
@@ -105,6 +105,9 @@ async def test_a_search_of_four_trials_two_at_a_time_survives_a_restart(
     # must find the trial in the study and create its child under the same number.
     held = creates_trial(2)
     released = cluster.hold(held)
+    # A ModelDeployment serving the search's best trial, whichever it turns out to be.
+    serving = {"model": {"tuningJob": "tj"}, "promotion": {"minImprovement": 0}}
+    await cluster.create_resource("ModelDeployment", "best", serving)
     async with watching_concurrency(cluster) as most_running:
         await cluster.create_resource("TuningJob", "tj", SEARCH)
         await restart_while_held(cluster, operator, held, released)
@@ -145,6 +148,13 @@ async def test_a_search_of_four_trials_two_at_a_time_survives_a_restart(
         assert command[command.index("--study-name") + 1] == status["studyName"]
     assert condition_of(status, "Ready")["status"] == "True"
     assert condition_of(status, "Progressing")["status"] == "False"
+
+    def served() -> str | None:
+        return (status_of(cluster, DEPLOYMENTS, "best").get("currentModel") or {}).get("trainingRun")
+
+    await eventually(lambda: served() == best["trainingRun"], 30, "the best trial is served")
+    template = cluster.get("apps/v1/deployments", "best-stable")["spec"]["template"]
+    assert template["metadata"]["annotations"]["crucible.dev/training-run"] == best["trainingRun"]
 
     def completion_event() -> bool:
         return any(event["reason"] == "SearchSucceeded" for event in cluster.objects_of("v1/events").values())
