@@ -113,10 +113,14 @@ class Rollout:
             await self.kube.delete(Ref.of(budget))
         return service["metadata"]["name"], service_url(plan)
 
-    async def _remove_canary(self, body: dict) -> None:
+    @staticmethod
+    def _canary_ref(body: dict) -> Ref:
         metadata = body["metadata"]
         name = naming.deployment_name(metadata["name"], "canary")
-        await self.kube.delete(Ref("apps/v1", "Deployment", metadata["namespace"], name))
+        return Ref("apps/v1", "Deployment", metadata["namespace"], name)
+
+    async def _remove_canary(self, body: dict) -> None:
+        await self.kube.delete(self._canary_ref(body))
 
     async def _stable_only(self, body: dict, model: ServedModel) -> ModelDeploymentStatus:
         replicas = body["spec"].get("replicas", 1)
@@ -175,7 +179,9 @@ class Rollout:
         service, url = await self._front(body, target)
         done = rollout_state(stable, spec.replicas)[0]
         if not done:
-            status = serving_status(body, current, stable, service, url, spec.replicas)
+            canary = await self.kube.get(self._canary_ref(body))
+            also = _ready_replicas(canary or {})  # the canary serves beside it until the end
+            status = serving_status(body, current, stable, service, url, spec.replicas, also)
             message = f"promoting {target.training_run}: the stable track is rolling to it"
             return with_promotion(body, status, candidate=target, canary=state, extra=[progressing(message)])
         await self._remove_canary(body)

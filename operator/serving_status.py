@@ -10,6 +10,10 @@ from crucible.operator.artifacts import ArtifactLocation, parse_artifact_uri
 from crucible.operator.conditions import carried_over, condition
 
 READY, PROGRESSING = "Ready", "Progressing"
+# Every wanted replica runs the model and is available; more are still stopping (a rollout's old
+# replicas, or a stable track giving way to a canary): serving, though the rollout is not complete.
+SCALING_DOWN = "ScalingDown"
+DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"  # the Deployment controller's own reason
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ def rollout_state(deployment: dict | None, replicas: int) -> tuple[bool, str, st
     if available < replicas:
         return False, "ReplicasNotReady", f"{available} of {replicas} replicas are available"
     if (status.get("replicas") or 0) > replicas:
-        return False, "RollingOut", "replicas of the previous model are still stopping"
+        stopping = f"{replicas} of {replicas} replicas are available; extra ones are stopping"
+        return False, SCALING_DOWN, stopping
     return True, "ServingModel", f"{replicas} of {replicas} replicas are available"
 
 
@@ -121,14 +126,40 @@ def not_served_status(
     return _status(body, conditions, deployment)
 
 
+def _deadline_exceeded(deployment: dict) -> bool:
+    conditions = (deployment.get("status") or {}).get("conditions") or []
+    wanted = (PROGRESSING, "False", DEADLINE_EXCEEDED)
+    return any((item.get("type"), item.get("status"), item.get("reason")) == wanted for item in conditions)
+
+
 def serving_status(
-    body: dict, model: ServedModel, deployment: dict, service_name: str, url: str, replicas: int
+    body: dict,
+    model: ServedModel,
+    deployment: dict,
+    service_name: str,
+    url: str,
+    replicas: int,
+    also_available: int = 0,
 ) -> ModelDeploymentStatus:
+    """Ready: the servers answer at full capacity (while a rollout replaces replicas, old ones serve:
+    maxUnavailable is 0). Progressing: a rollout is under way. A rollout the Deployment controller gave
+    up on (its progressDeadlineSeconds) is neither: the model asked for is not being served.
+    `also_available`: ready replicas of another track behind the same Service (a canary)."""
     generation = body["metadata"].get("generation")
-    ready, reason, message = rollout_state(deployment, replicas)
+    complete, reason, message = rollout_state(deployment, replicas)
     message = f"{message} ({model.training_run})"
-    progressing = condition(PROGRESSING, not ready, "RollingOut" if not ready else "RolloutComplete", message)
-    conditions = [condition(READY, ready, reason, message, generation), progressing]
+    own = int((deployment.get("status") or {}).get("availableReplicas") or 0)
+    available = own + also_available >= replicas
+    if not complete and _deadline_exceeded(deployment):
+        stuck = f"the Deployment made no progress within its deadline: {message}"
+        progressing = condition(PROGRESSING, False, DEADLINE_EXCEEDED, stuck)
+        ready = condition(READY, False, DEADLINE_EXCEEDED, stuck, generation)
+    else:
+        serving = complete or available
+        moving = "RolloutComplete" if complete else "RollingOut"
+        progressing = condition(PROGRESSING, not complete, moving, message)
+        ready = condition(READY, serving, "ServingModel" if serving else reason, message, generation)
+    conditions = [ready, progressing]
     return _status(
         body,
         conditions,

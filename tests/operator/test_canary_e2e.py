@@ -214,6 +214,7 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     assert rows[0] == ("True", "base", None, None)
     assert ("True", "base", "better", 50) in rows and ("True", "base", "better", 100) in rows
     assert rows[-1] == ("True", "better", None, None)
+    assert {row[0] for row in rows} == {"True"}  # Ready throughout: serving never stopped
     status = status_of(cluster, DEPLOYMENTS, MD)
     assert [(h["action"], h["trainingRun"], h["previous"]) for h in status["history"]] == [
         ("Promoted", "better", "base")

@@ -155,7 +155,10 @@ def test_rollout_state() -> None:
         rollout_state(deployment(updatedReplicas=1, availableReplicas=0, replicas=1), 1)[1]
         == "ReplicasNotReady"
     )
-    assert rollout_state(deployment(updatedReplicas=2, availableReplicas=2, replicas=3), 2)[1] == "RollingOut"
+    assert rollout_state(deployment(updatedReplicas=2, availableReplicas=2, replicas=3), 2)[:2] == (
+        False,
+        "ScalingDown",
+    )
     assert rollout_state(deployment(updatedReplicas=2, availableReplicas=2, replicas=2), 2)[0] is True
 
 
@@ -178,3 +181,31 @@ def test_serving_status() -> None:
     assert status["conditions"][0]["status"] == "True"
     assert status["currentModel"]["trainingRun"] == "r"
     assert (status["deploymentName"], status["readyReplicas"]) == ("md-stable", 1)
+
+
+def conditions_of(deployment: dict, replicas: int) -> list[tuple[str, str]]:
+    body = {"metadata": {"generation": 1}}
+    model = ServedModel(training_run="r", uri="pvc://a/b", sha256="s")
+    status = serving_status(body, model, deployment, "md-server", "http://md-server.ns.svc:80", replicas)
+    return [(c["status"], c["reason"]) for c in status.to_patch()["conditions"][:2]]
+
+
+def test_ready_means_serving_at_full_capacity_and_progressing_means_a_rollout_is_under_way() -> None:
+    # The old replicas serve while new ones start (maxUnavailable 0): Ready, and Progressing.
+    rolling = deployment(updatedReplicas=1, availableReplicas=2, replicas=3)
+    assert conditions_of(rolling, 2) == [("True", "ServingModel"), ("True", "RollingOut")]
+    # Extra replicas still stopping (a stable track giving way to a canary): the same.
+    stopping = deployment(updatedReplicas=1, availableReplicas=1, replicas=2)
+    assert conditions_of(stopping, 1) == [("True", "ServingModel"), ("True", "RollingOut")]
+    # Below capacity (a first rollout, crashed replicas): not Ready.
+    starting = deployment(updatedReplicas=2, availableReplicas=1, replicas=2)
+    assert conditions_of(starting, 2) == [("False", "ReplicasNotReady"), ("True", "RollingOut")]
+    # The Deployment controller gave up: the model asked for is not served, whatever still answers.
+    gave_up = deployment(updatedReplicas=1, availableReplicas=2, replicas=3)
+    gave_up["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    ]
+    assert conditions_of(gave_up, 2) == [
+        ("False", "ProgressDeadlineExceeded"),
+        ("False", "ProgressDeadlineExceeded"),
+    ]
