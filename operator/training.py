@@ -102,16 +102,22 @@ class Training:
     async def lost(self, job: kopf.Body) -> None:
         """A trainer Job was deleted: its run fails unless its result was already recorded (or the run
         itself is being deleted, which takes its Job with it)."""
+        ref, run = await self._run_of(job)
+        if ref is None or run is None or (run.get("status") or {}).get("phase") in FINAL_PHASES:
+            return
+        if not run["metadata"].get("deletionTimestamp"):
+            await self.kube.patch_status(ref, self._lose(run, None, job.metadata["name"]))
+
+    async def _run_of(self, job: kopf.Body) -> tuple[Ref | None, dict | None]:
+        """The TrainingRun that owns this Job, if it still exists (not a later one of the same name)."""
         run_name = naming.controller_of(dict(job), "TrainingRun")
         if run_name is None:
-            return
+            return None, None
         ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job.metadata["namespace"], run_name)
         run = await self.kube.get(ref)
         if run is None or _uid(run) != _controller_uid(dict(job)):
-            return
-        if (run.get("status") or {}).get("phase") in FINAL_PHASES or run["metadata"].get("deletionTimestamp"):
-            return
-        await self.kube.patch_status(ref, self._lose(run, None, job.metadata["name"]))
+            return ref, None  # the run is gone; its Job goes with it
+        return ref, run
 
     async def _ensure(self, child: dict, owner: kopf.Body) -> dict:
         existing, _ = await self.kube.create(child)
@@ -125,13 +131,9 @@ class Training:
 
     async def report(self, job: kopf.Body) -> None:
         """Mirror the Job into its run's status: Pending/Running, then the trainer's result."""
-        run_name = naming.controller_of(dict(job), "TrainingRun")
-        if run_name is None:
+        ref, run = await self._run_of(job)
+        if ref is None or run is None:
             return
-        ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job.metadata["namespace"], run_name)
-        run = await self.kube.get(ref)
-        if run is None or _uid(run) != _controller_uid(dict(job)):
-            return  # the run is gone; its Job goes with it
         previous = run.get("status") or {}
         status = await self._status_for(dict(job), run, previous)
         if status is None:
