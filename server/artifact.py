@@ -8,10 +8,11 @@ check is reported in a fraction of a second, and the operator may read cards too
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from crucible.checksums import sha256_of
 
 CARD_FILE = "model.json"
 DEFAULT_WEIGHTS_FILE = "model.pt"
@@ -117,14 +118,6 @@ def read_card(directory: Path) -> ModelCard:
     if not isinstance(document, dict):
         raise ArtifactError(f"{path} must hold a JSON object")
     return _parse_card(document, path)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_artifact(directory: Path) -> VerifiedArtifact:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import platform
 from pathlib import Path
@@ -14,20 +13,13 @@ from torch import nn
 
 import crucible
 from crucible.api.result import TrainResult
+from crucible.checksums import sha256_of
 
 WEIGHTS_FILE = "model.pt"
 MODEL_FILE = "model.json"
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.png"
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:

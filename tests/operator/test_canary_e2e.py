@@ -43,7 +43,7 @@ def _variant(source: Path, target: Path, change: Callable[[dict], None]) -> Path
     """A copy of an artifact with its weights changed and its model card's sha256 updated to match."""
     import torch
 
-    from crucible.server.artifact import sha256_of
+    from crucible.checksums import sha256_of
 
     shutil.copytree(source, target)
     state = torch.load(target / "model.pt", weights_only=True)
