@@ -41,17 +41,13 @@ from crucible.operator.rollout_status import (
     recovered,
     with_promotion,
 )
-from crucible.operator.serving_status import rollout_state, serving_status
+from crucible.operator.serving_status import available_replicas, rollout_state, serving_status
 
 SCRAPE_TIMEOUT = 3
 
 
 def _same(one: ServedModel | None, other: ServedModel | None) -> bool:
     return bool(one and other and (one.training_run, one.sha256) == (other.training_run, other.sha256))
-
-
-def _ready_replicas(deployment: dict) -> int:
-    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
 
 
 def _pod_ready(pod: dict) -> bool:
@@ -142,7 +138,7 @@ class Rollout:
         stable_replicas, canary_replicas = split(spec.replicas, state.weight)
         canary = await self._apply_track(body, target, "canary", canary_replicas)
         # The stable track gives up replicas only as canary ones become ready: capacity never drops.
-        stable_replicas = max(stable_replicas, spec.replicas - _ready_replicas(canary))
+        stable_replicas = max(stable_replicas, spec.replicas - available_replicas(canary))
         stable = await self._apply_track(body, current, "stable", stable_replicas)
         service, url = await self._front(body, current)
         ready = rollout_state(stable, stable_replicas)[0] and rollout_state(canary, canary_replicas)[0]
@@ -180,7 +176,7 @@ class Rollout:
         done = rollout_state(stable, spec.replicas)[0]
         if not done:
             canary = await self.kube.get(self._canary_ref(body))
-            also = _ready_replicas(canary or {})  # the canary serves beside it until the end
+            also = available_replicas(canary)  # the canary serves beside it until the end
             status = serving_status(body, current, stable, service, url, spec.replicas, also)
             message = f"promoting {target.training_run}: the stable track is rolling to it"
             return with_promotion(body, status, candidate=target, canary=state, extra=[progressing(message)])

@@ -61,6 +61,11 @@ def judge(run: dict | None, run_name: str) -> Verdict:
     return Verdict(True, "Servable", artifact=location, model=model)
 
 
+def available_replicas(deployment: dict | None) -> int:
+    """Replicas of a Deployment that answer (ready for minReadySeconds): its serving capacity."""
+    return int(((deployment or {}).get("status") or {}).get("availableReplicas") or 0)
+
+
 def rollout_state(deployment: dict | None, replicas: int) -> tuple[bool, str, str]:
     """(ready, reason, message): ready once every replica runs the current template and is available."""
     if deployment is None:
@@ -148,8 +153,7 @@ def serving_status(
     generation = body["metadata"].get("generation")
     complete, reason, message = rollout_state(deployment, replicas)
     message = f"{message} ({model.training_run})"
-    own = int((deployment.get("status") or {}).get("availableReplicas") or 0)
-    available = own + also_available >= replicas
+    available = available_replicas(deployment) + also_available >= replicas
     if not complete and _deadline_exceeded(deployment):
         stuck = f"the Deployment made no progress within its deadline: {message}"
         progressing = condition(PROGRESSING, False, DEADLINE_EXCEEDED, stuck)
