@@ -59,7 +59,7 @@ def run_operator(
 
     import kopf
 
-    import crucible.operator.handlers  # noqa: F401  (registers the handlers)
+    import crucible.operator.main  # noqa: F401  (registers the handlers)
     from crucible.operator.config import load_config
 
     memo = kopf.Memo(config=load_config(config_path), kubeconfig=kubeconfig)

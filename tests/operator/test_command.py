@@ -15,7 +15,7 @@ from crucible.operator.config import load_config
 def test_the_operator_imports_no_torch() -> None:
     code = (
         "import sys\n"
-        "import crucible.operator.handlers, crucible.operator.command, crucible.api.crd\n"
+        "import crucible.operator.main, crucible.operator.command, crucible.api.crd\n"
         "from crucible.cli import build_parser\n"
         "build_parser()\n"
         "crucible.api.crd.render_all()\n"
