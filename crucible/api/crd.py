@@ -105,6 +105,7 @@ def _training_run() -> Kind:
                 _rule(
                     "!has(oldSelf.status) || !has(oldSelf.status.jobName) || self.spec == oldSelf.spec",
                     "spec is immutable once the run has started; create a new TrainingRun instead",
+                    ".spec",
                 )
             ],
             "spec.dataset": [
@@ -175,6 +176,7 @@ def _model_deployment() -> Kind:
                     "metadata.name must start with a lowercase letter and hold only lowercase letters, "
                     "digits and '-' (no '.'), ending with a letter or digit: the ModelDeployment's "
                     "Services are named after it, and a Service name is a DNS-1035 label",
+                    ".metadata",
                 )
             ],
             "spec.resources": GPU_POOL_RULES,
@@ -219,6 +221,7 @@ def _tuning_job() -> Kind:
                     "self.spec.objective == oldSelf.spec.objective)",
                     "template, searchSpace and objective are immutable once the search has started; "
                     "create a new TuningJob instead",
+                    ".spec",
                 )
             ],
             "spec.template.resources": GPU_POOL_RULES,
