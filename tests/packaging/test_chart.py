@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from crucible.cli import build_parser
+from crucible.operator import naming
 from crucible.operator.config import load_config
 from tests.packaging.chart import (
     CHART,
@@ -252,6 +254,9 @@ def test_the_service_monitor_scrapes_the_model_servers() -> None:
         "regex": ".+-server",
         "action": "keep",
     }
+    for name in ("digits", "d" * 200):
+        assert re.fullmatch(keep["regex"], naming.service_name(name))
+        assert not re.fullmatch(keep["regex"], naming.stable_service_name(name))
     assert not of_kind(render({}), "ServiceMonitor")
 
 
