@@ -72,12 +72,21 @@ def resource(api, api_version: str, kind: str) -> Resource:
     raise LookupError(f"the API server serves no {kind} in {api_version}")
 
 
-def object_path(api, manifest: dict, namespace: str | None = None) -> str:
+def collection_path(api, manifest: dict, namespace: str | None = None) -> str:
     found = resource(api, manifest["apiVersion"], manifest["kind"])
     path = _group_path(manifest["apiVersion"])
     if found.namespaced:
         path += f"/namespaces/{manifest['metadata'].get('namespace') or namespace}"
-    return f"{path}/{found.plural}/{manifest['metadata']['name']}"
+    return f"{path}/{found.plural}"
+
+
+def object_path(api, manifest: dict, namespace: str | None = None) -> str:
+    return f"{collection_path(api, manifest, namespace)}/{manifest['metadata']['name']}"
+
+
+def create(api, manifest: dict, namespace: str | None = None) -> dict:
+    """POST the manifest (what `create` permission allows; server-side apply needs `patch`)."""
+    return request(api, "POST", collection_path(api, manifest, namespace), body=manifest)
 
 
 def apply(api, manifest: dict, namespace: str | None = None, *, dry_run: bool = False) -> dict:
