@@ -304,3 +304,29 @@ def test_crucible_crds_prints_what_the_chart_ships() -> None:
     assert sorted(
         (d for d in yaml.safe_load_all(printed.stdout) if d), key=lambda d: d["metadata"]["name"]
     ) == sorted(chart, key=lambda d: d["metadata"]["name"])
+
+
+def documented_values(values_yaml: str) -> set[str]:
+    """Dotted paths of the keys values.yaml documents with a `# --` comment."""
+    paths, stack, pending = set(), [], False
+    for line in values_yaml.splitlines():
+        if line.strip().startswith("# --"):
+            pending = True
+            continue
+        match = re.match(r"^( *)([A-Za-z0-9_.-]+):", line)
+        if match:
+            stack = [*stack[: len(match.group(1)) // 2], match.group(2)]
+            if pending:
+                paths.add(".".join(stack))
+            pending = False
+    return paths
+
+
+def test_docs_say_what_every_value_does() -> None:
+    values_yaml = (CHART / "values.yaml").read_text()
+    documented = documented_values(values_yaml)
+    # Every top-level value is documented, itself or through its keys.
+    assert {path.split(".")[0] for path in documented} == set(yaml.safe_load(values_yaml))
+    install = (ROOT / "docs" / "install.md").read_text()
+    table = install[install.index("## Values") :]
+    assert set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE)) == documented
