@@ -11,6 +11,7 @@ There is no kubelet: pods are scheduled onto Node objects and nothing runs them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -39,6 +40,13 @@ ADMISSION_PLUGINS = "OwnerReferencesPermissionEnforcement"
 
 class ControlPlaneError(RuntimeError):
     """A control-plane process did not start or did not become ready."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL, so no etcd or
+    API server outlives an aborted run (Linux; elsewhere the fixture's teardown alone stops them)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def assets_directory() -> Path | None:
@@ -152,6 +160,7 @@ class ControlPlane:
                 stdin=subprocess.DEVNULL,
                 cwd=self.directory,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which stops these
+                preexec_fn=_die_with_parent,
             )
         process = Process(name, popen, log)
         self.processes[name] = process
@@ -343,10 +352,18 @@ def start_control_plane(directory: Path) -> ControlPlane:
         raise FileNotFoundError(HOW_TO_GET)
     if not shutil.which("openssl"):
         raise FileNotFoundError("openssl is needed to make the control plane's certificates")
-    plane = ControlPlane(assets=assets, directory=directory)
-    try:
-        plane.start()
-    except BaseException:
-        plane.stop()
-        raise
-    return plane
+    # A free port is only free until someone binds it: on a busy machine another process may take one
+    # between the pick and the bind. Such a start fails at once (the process exits); try again.
+    for attempt in range(3):
+        plane = ControlPlane(assets=assets, directory=directory / f"attempt-{attempt}")
+        try:
+            plane.start()
+            return plane
+        except ControlPlaneError as error:
+            plane.stop()
+            if "address already in use" not in str(error) or attempt == 2:
+                raise
+        except BaseException:
+            plane.stop()
+            raise
+    raise AssertionError("unreachable")
