@@ -50,12 +50,11 @@ def _die_with_parent() -> None:
 
 
 def assets_directory() -> Path | None:
-    """Where the binaries are: `$KUBEBUILDER_ASSETS`, else `.envtest/bin` (where unpack.sh puts them)."""
-    candidates = [os.environ.get("KUBEBUILDER_ASSETS"), str(ROOT / ".envtest" / "bin")]
-    for candidate in filter(None, candidates):
-        path = Path(candidate)
-        if all((path / name).is_file() and os.access(path / name, os.X_OK) for name in BINARIES[:2]):
-            return path
+    """Where the binaries are: `$KUBEBUILDER_ASSETS` when set, else `.envtest/bin` (unpack.sh's default)."""
+    chosen = os.environ.get("KUBEBUILDER_ASSETS") or str(ROOT / ".envtest" / "bin")
+    path = Path(chosen)
+    if all((path / name).is_file() and os.access(path / name, os.X_OK) for name in BINARIES[:2]):
+        return path
     return None
 
 
