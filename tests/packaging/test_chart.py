@@ -193,6 +193,20 @@ def test_kopf_gets_its_peer_identity_from_the_pod_name() -> None:
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
+def test_with_the_pod_name_kopf_never_asks_for_a_user_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kopf._core.engines import peering
+
+    def no_passwd_entry() -> str:  # what getpass does for uid 65532 in the operator image
+        raise KeyError("getpwuid(): uid not found: 65532")
+
+    monkeypatch.setattr(peering.getpass, "getuser", no_passwd_entry)
+    with pytest.raises(KeyError):
+        peering.detect_own_id(manual=False)
+    # The kubelet resolves the chart's fieldRef to the pod's name.
+    monkeypatch.setenv("POD_ID", "crucible-crucible-7d9f8-x2x4q")
+    assert peering.detect_own_id(manual=False) == "crucible-crucible-7d9f8-x2x4q"
+
+
 def test_the_operator_pod_owns_its_volumes_through_fs_group() -> None:
     # A fresh block-storage volume's root is root-owned 0755: the kubelet gives it to fsGroup.
     (deployment,) = of_kind(render({}), "Deployment")
