@@ -12,10 +12,11 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.cluster.chart import operator_kubeconfig, render_chart
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import create_namespace, delete_namespace, unique_name
 from tests.cluster.kube import apply, create, refusal
-from tests.packaging.chart import CHART, HELM, PEERING, POSTGRESQL, S3, helm
+from tests.packaging.chart import CHART, HELM, PEERING, POSTGRESQL, S3
 
 pytestmark = pytest.mark.skipif(
     not HELM.exists(), reason="helm is not in .tools/bin (scripts/fetch-tools.sh)"
@@ -26,18 +27,6 @@ RESTRICTED = {
     "pod-security.kubernetes.io/enforce-version": "latest",
 }
 SCENARIOS = {"default": {}, "peering": PEERING, "s3-artifacts": S3, "postgresql-study": POSTGRESQL}
-# Dependencies first: definitions, identities, configuration, then what uses them.
-ORDER = [
-    "CustomResourceDefinition", "ServiceAccount", "ConfigMap", "Secret", "ClusterRole", "ClusterRoleBinding",
-    "Role", "RoleBinding", "PersistentVolumeClaim", "Service", "Deployment",
-]  # fmt: skip
-
-
-def render(values: dict, release: str, namespace: str) -> list[dict]:
-    result = helm("template", release, str(CHART), "--namespace", namespace, "--include-crds", values=values)
-    assert result.returncode == 0, result.stderr
-    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    return sorted(manifests, key=lambda m: ORDER.index(m["kind"]) if m["kind"] in ORDER else len(ORDER))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +56,7 @@ def test_every_rendered_manifest_is_accepted_under_restricted_pod_security(
     scenario: str, kube_api, kopf_peering_crds, crucible_crds, restricted_namespace: str
 ) -> None:
     namespace = restricted_namespace
-    manifests = render(SCENARIOS[scenario], "crucible", namespace)
+    manifests = render_chart(SCENARIOS[scenario], "crucible", namespace)
     if scenario == "postgresql-study":  # the Secret the values name exists before the operator starts
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "study-db"},
                   "stringData": {"url": "postgresql://u:p@db/study"}}  # fmt: skip
@@ -86,11 +75,34 @@ def test_every_rendered_manifest_is_accepted_under_restricted_pod_security(
     assert refusal(kube_api, pod_of(deployment, namespace), namespace) is None
 
 
+def test_namespaced_mode_is_accepted_in_every_watched_namespace(
+    kube_api, crucible_crds, restricted_namespace: str
+) -> None:
+    watched = [create_namespace(kube_api, unique_name(f"watched-{i}"), RESTRICTED) for i in range(2)]
+    try:
+        values = {"watch": {"allNamespaces": False, "namespaces": watched}, "peering": {"enabled": False}}
+        placed = set()
+        for manifest in render_chart(values, "crucible", restricted_namespace):
+            applied = apply(kube_api, manifest, restricted_namespace)
+            placed.add((manifest["kind"], applied["metadata"].get("namespace")))
+        for namespace in watched:  # a Role, its binding and the artifacts claim where runs live
+            assert {
+                ("Role", namespace),
+                ("RoleBinding", namespace),
+                ("PersistentVolumeClaim", namespace),
+            } <= placed
+    finally:
+        for namespace in watched:
+            delete_namespace(kube_api, namespace)
+
+
 def test_the_restricted_namespace_refuses_a_pod_that_breaks_it(
     kube_api, crucible_crds, restricted_namespace: str
 ) -> None:
-    (deployment,) = [m for m in render({}, "crucible", restricted_namespace) if m["kind"] == "Deployment"]
-    for manifest in render({}, "crucible", restricted_namespace):
+    (deployment,) = [
+        m for m in render_chart({}, "crucible", restricted_namespace) if m["kind"] == "Deployment"
+    ]
+    for manifest in render_chart({}, "crucible", restricted_namespace):
         if manifest["kind"] == "ServiceAccount":
             apply(kube_api, manifest, restricted_namespace)
     pod = pod_of(deployment, restricted_namespace)
@@ -161,21 +173,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ["trainingrun-digits.yaml", "modeldeployment-digits.yaml", "tuningjob-digits.yaml"]
 
 
-def _operator_kubeconfig(plane: ControlPlane, kube_api, namespace: str, rules_filter, path: Path) -> Path:
-    """The chart's ServiceAccount with a token bound to (a copy of) its rendered ClusterRole."""
-    manifests = render({}, f"r{namespace[-6:]}", namespace)
-    (role,) = [m for m in manifests if m["kind"] == "ClusterRole"]
-    (account,) = [m for m in manifests if m["kind"] == "ServiceAccount"]
-    role = copy.deepcopy(role)
-    role["metadata"]["name"] = f"{namespace}-operator"
-    role["rules"] = [rule for rule in role["rules"] if rules_filter(rule)]
-    apply(kube_api, role)
-    apply(kube_api, account, namespace)
-    return plane.service_account_kubeconfig(
-        namespace, account["metadata"]["name"], role["metadata"]["name"], path
-    )
-
-
 def _create_owners(api, namespace: str) -> list[dict]:
     owners = []
     for name in EXAMPLES:
@@ -187,7 +184,7 @@ def _create_owners(api, namespace: str) -> list[dict]:
 def test_the_chart_role_creates_every_child_the_operator_adopts(
     control_plane: ControlPlane, kube_api, crucible_crds, namespace: str, tmp_path: Path
 ) -> None:
-    kubeconfig = _operator_kubeconfig(control_plane, kube_api, namespace, lambda rule: True, tmp_path / "kc")
+    kubeconfig = operator_kubeconfig(control_plane, kube_api, namespace, tmp_path / "kc")
     with control_plane.api_client(kubeconfig) as api:
         for owner in _create_owners(kube_api, namespace):
             for kind, child in children(owner):
@@ -202,7 +199,9 @@ def test_without_update_on_finalizers_adopting_is_refused(
     def without_finalizers(rule: dict) -> bool:
         return not any(resource.endswith("/finalizers") for resource in rule["resources"])
 
-    kubeconfig = _operator_kubeconfig(control_plane, kube_api, namespace, without_finalizers, tmp_path / "kc")
+    kubeconfig = operator_kubeconfig(
+        control_plane, kube_api, namespace, tmp_path / "kc", keep_rule=without_finalizers
+    )
     (run, _, _) = _create_owners(kube_api, namespace)
     (_, config_map), _ = children(run)
     with control_plane.api_client(kubeconfig) as api, pytest.raises(client.ApiException) as refused:
