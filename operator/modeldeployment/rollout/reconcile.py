@@ -14,14 +14,12 @@ import kopf
 
 from crucible.api.modeldeployment import ModelDeploymentSpec
 from crucible.api.status import CanaryStatus, ModelDeploymentStatus, ServedModel
-from crucible.operator import naming
-from crucible.operator.analysis import Counters, Sample, parse
-from crucible.operator.artifacts import parse_artifact_uri
-from crucible.operator.canary import PROMOTE, ROLLBACK, scrape_due, split, start, tick
-from crucible.operator.client import Kube, Ref
-from crucible.operator.conditions import now
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.serving import (
+from crucible.operator.kube import naming
+from crucible.operator.kube.artifacts import parse_artifact_uri
+from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.conditions import now
+from crucible.operator.modeldeployment.manifests import (
     MODEL_RUN,
     PORT,
     disruption_budget,
@@ -30,9 +28,11 @@ from crucible.operator.manifests.serving import (
     service_url,
     stable_service,
 )
-from crucible.operator.planning import plan_serving
-from crucible.operator.promotion import APPROVE, approved
-from crucible.operator.rollout_status import (
+from crucible.operator.modeldeployment.plan import plan_serving
+from crucible.operator.modeldeployment.rollout.analysis import Counters, Sample, parse
+from crucible.operator.modeldeployment.rollout.canary import PROMOTE, ROLLBACK, scrape_due, split, start, tick
+from crucible.operator.modeldeployment.rollout.promotion import APPROVE, approved
+from crucible.operator.modeldeployment.rollout.status import (
     awaiting_approval,
     degraded,
     history_with,
@@ -41,7 +41,7 @@ from crucible.operator.rollout_status import (
     recovered,
     with_promotion,
 )
-from crucible.operator.serving_status import available_replicas, rollout_state, serving_status
+from crucible.operator.modeldeployment.status import available_replicas, rollout_state, serving_status
 
 SCRAPE_TIMEOUT = 3
 

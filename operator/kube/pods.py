@@ -1,9 +1,65 @@
-"""Pod-level pieces every workload shares: placement on its node pool, size, volumes, environment,
-security."""
+"""What every pod the operator creates shares: its plan (node pool, image, size, volumes) with the checks
+that make one, and the manifest pieces built from it (placement, resources, volumes, environment,
+security). Trainer Jobs and server Deployments both build on these (pure, no API calls)."""
 
 from __future__ import annotations
 
-from crucible.operator.planning import PodPlan
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from crucible.api.kube import QUANTITY_EXAMPLES, is_quantity
+from crucible.api.manifest import InvalidSpec
+from crucible.operator.kube.config import ImagesConfig, NodePool, S3ArtifactsConfig
+
+if TYPE_CHECKING:
+    from crucible.operator.config import OperatorConfig
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A PersistentVolumeClaim (or a directory of it) mounted into the main container."""
+
+    claim: str
+    path: str
+    read_only: bool
+    sub_path: str | None = None
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """What every pod of a resource shares: placement, image and size."""
+
+    pool: NodePool
+    images: ImagesConfig
+    cpu: str
+    memory: str
+    gpu: int
+    mounts: list[Mount] = field(default_factory=list)
+    # Set when the pod reads or writes an S3 artifact: its credentials and endpoint reach it as env.
+    s3: S3ArtifactsConfig | None = None
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu else "cpu"
+
+
+def check_quantities(cpu: str, memory: str, root: str) -> None:
+    for name, value in (("cpu", cpu), ("memory", memory)):
+        if not is_quantity(value):
+            raise InvalidSpec(
+                f"{root}.{name}", f"{value!r} is not a Kubernetes quantity ({QUANTITY_EXAMPLES})"
+            )
+
+
+def node_pool(config: OperatorConfig, pool_name: str, gpu: int, root: str) -> NodePool:
+    pool = config.pool(pool_name, f"{root}.nodePool")
+    if gpu and not pool.has_gpus:
+        gpu_pools = ", ".join(sorted(name for name, p in config.node_pools.items() if p.has_gpus)) or "none"
+        raise InvalidSpec(f"{root}.gpu", f"node pool {pool_name!r} has no GPUs; pools with GPUs: {gpu_pools}")
+    if pool.has_gpus and not gpu:
+        raise InvalidSpec(f"{root}.gpu", f"node pool {pool_name!r} is a GPU pool; set gpu >= 1")
+    return pool
+
 
 TMP_VOLUME = "tmp"
 
@@ -95,3 +151,18 @@ def claim_volumes(plan: PodPlan) -> tuple[list[dict], list[dict]]:
     volumes[TMP_VOLUME] = {"name": TMP_VOLUME, "emptyDir": {}}
     mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
     return list(volumes.values()), mounts
+
+
+def main_container(plan: PodPlan, name: str, image: str, command: list[str], mounts: list[dict]) -> dict:
+    """The container every workload runs its command in: the plan's image, size and environment, the
+    given volume mounts, and the restricted security context. Callers add their probes and ports."""
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": plan.images.pull_policy,
+        "command": command,
+        "env": env(plan),
+        "resources": resources(plan),
+        "volumeMounts": mounts,
+        "securityContext": dict(CONTAINER_SECURITY),
+    }

@@ -4,7 +4,7 @@ Degraded and Promoted conditions, laid over what serving_status says about the s
 from __future__ import annotations
 
 from crucible.api.status import CanaryStatus, Condition, HistoryEntry, ModelDeploymentStatus, ServedModel
-from crucible.operator.conditions import carried_over, condition, now
+from crucible.operator.kube.conditions import carried_over, condition, now
 
 HISTORY_LIMIT = 10
 DEGRADED, PROMOTED, PROGRESSING = "Degraded", "Promoted", "Progressing"

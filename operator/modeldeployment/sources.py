@@ -1,5 +1,6 @@
 """Which model a ModelDeployment asks for right now: its pinned TrainingRun, its TuningJob's best trial,
-or the best TrainingRun its selector matches (read from the API; the decisions are in promotion.py)."""
+or the best TrainingRun its selector matches (read from the API; the decisions are in
+rollout/promotion.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from dataclasses import dataclass
 
 from crucible.api.modeldeployment import ModelDeploymentSpec
 from crucible.api.status import ServedModel
-from crucible.operator import naming
-from crucible.operator.client import Kube, Ref
-from crucible.operator.config import PromotionConfig
-from crucible.operator.promotion import choose, metric_of, selects
-from crucible.operator.serving_status import judge
+from crucible.operator.kube import naming
+from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.modeldeployment.config import PromotionConfig
+from crucible.operator.modeldeployment.rollout.promotion import choose, metric_of, selects
+from crucible.operator.modeldeployment.status import judge
 
 
 @dataclass(frozen=True)

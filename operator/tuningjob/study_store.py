@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import BaseStorage, get_storage
 
-from crucible.operator.tuning_config import TuningConfig
+from crucible.operator.tuningjob.config import TuningConfig
 
 logger = logging.getLogger(__name__)
 STOP_GRACE_S = 2.0

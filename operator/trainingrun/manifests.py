@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from crucible.operator import naming
-from crucible.operator.config import TrainingConfig
-from crucible.operator.manifests import pods
-from crucible.operator.planning import SPEC_DIR, SPEC_FILE, TrainingPlan
+from crucible.operator.kube import naming, pods
+from crucible.operator.trainingrun.config import TrainingConfig
+from crucible.operator.trainingrun.plan import SPEC_DIR, SPEC_FILE, TrainingPlan
 
 CONTAINER = "trainer"
 TERMINATION_LOG = "/dev/termination-log"
@@ -50,19 +49,13 @@ def trainer_command(plan: TrainingPlan) -> list[str]:
 
 def _container(plan: TrainingPlan) -> dict:
     _, mounts = pods.claim_volumes(plan.pod)
+    mounts = [{"name": SPEC_VOLUME, "mountPath": SPEC_DIR, "readOnly": True}, *mounts]
     return {
-        "name": CONTAINER,
-        "image": plan.pod.images.trainer,
-        "imagePullPolicy": plan.pod.images.pull_policy,
-        "command": trainer_command(plan),
-        "env": pods.env(plan.pod),
-        "resources": pods.resources(plan.pod),
-        "volumeMounts": [{"name": SPEC_VOLUME, "mountPath": SPEC_DIR, "readOnly": True}, *mounts],
+        **pods.main_container(plan.pod, CONTAINER, plan.pod.images.trainer, trainer_command(plan), mounts),
         # The trainer writes its result JSON here; when it crashed before writing, the log's tail is
         # the message instead, so the run's status still says why.
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": dict(pods.CONTAINER_SECURITY),
     }
 
 

@@ -21,13 +21,14 @@ from pydantic import ValidationError
 
 from crucible.api.manifest import InvalidSpec, parse_spec
 from crucible.api.tuningjob import TuningJobSpec
-from crucible.operator import naming
-from crucible.operator.client import Kube, Ref
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.tuning import trial_run
-from crucible.operator.study_store import StudyStore
-from crucible.operator.tuning_plan import plan_step, verdict
-from crucible.operator.tuning_status import FINAL_PHASES, invalid_status, search_status
+from crucible.operator.kube import naming
+from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.ownership import controller_uid, uid
+from crucible.operator.tuningjob.manifests import trial_run
+from crucible.operator.tuningjob.plan import plan_step, verdict
+from crucible.operator.tuningjob.status import FINAL_PHASES, invalid_status, search_status
+from crucible.operator.tuningjob.study_store import StudyStore
 from crucible.tuning.budget import TrialTally
 from crucible.tuning.outcome import TrialOutcome, crashed_outcome, tell
 from crucible.tuning.space import apply_params, distributions
@@ -62,15 +63,6 @@ def check_spec(job: dict) -> TuningJobSpec:
     return spec
 
 
-def _uid(body: dict) -> str | None:
-    return body.get("metadata", {}).get("uid")
-
-
-def _controller_uid(body: dict) -> str | None:
-    references = body.get("metadata", {}).get("ownerReferences") or []
-    return next((ref.get("uid") for ref in references if ref.get("controller")), None)
-
-
 class Tuning:
     def __init__(self, kube: Kube, config: OperatorConfig) -> None:
         self.kube = kube
@@ -87,10 +79,10 @@ class Tuning:
 
     async def reconcile(self, body: dict) -> InvalidSpec | None:
         """One step (see the module's doc); returns the error of an invalid spec, reported in status."""
-        uid = _uid(body) or ""
-        async with self._locks.setdefault(uid, asyncio.Lock()):
+        job_uid = uid(body) or ""
+        async with self._locks.setdefault(job_uid, asyncio.Lock()):
             job = await self.kube.get(Ref.of(dict(body)))  # fresh: the last step changed its status
-            if job is None or _uid(job) != uid:
+            if job is None or uid(job) != job_uid:
                 return None
             try:
                 spec = check_spec(job)
@@ -135,7 +127,7 @@ class Tuning:
         children = {}
         for run in runs:
             number = (run["metadata"].get("labels") or {}).get(naming.TRIAL_NUMBER, "")
-            if _controller_uid(run) == _uid(job) and number.isdigit():
+            if controller_uid(run) == uid(job) and number.isdigit():
                 children[int(number)] = run
         return children
 
@@ -151,7 +143,7 @@ class Tuning:
         child = trial_run(metadata["name"], metadata["namespace"], study.study_name, number, run_spec)
         kopf.adopt(child, owner=job)
         existing, created = await self.kube.create(child)
-        if _controller_uid(existing) != _uid(job):
+        if controller_uid(existing) != uid(job):
             # An earlier TuningJob of this name left it; garbage collection removes it, then we retry.
             logger.warning(
                 "%s belongs to an earlier TuningJob; waiting for it to go", child["metadata"]["name"]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from crucible import API_GROUP
-from crucible.operator import naming
-from crucible.operator.manifests import pods
-from crucible.operator.planning import ServingPlan
+from crucible.operator.kube import naming, pods
+from crucible.operator.modeldeployment.plan import ServingPlan
 
 CONTAINER = "server"
 PORT = 8080
@@ -52,15 +51,10 @@ def _probe(path: str, period: int, failures: int) -> dict:
 
 def _container(plan: ServingPlan) -> dict:
     _, mounts = pods.claim_volumes(plan.pod)
+    container = pods.main_container(plan.pod, CONTAINER, plan.pod.images.server, server_command(plan), mounts)
     return {
-        "name": CONTAINER,
-        "image": plan.pod.images.server,
-        "imagePullPolicy": plan.pod.images.pull_policy,
-        "command": server_command(plan),
+        **container,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": pods.env(plan.pod),
-        "resources": pods.resources(plan.pod),
-        "volumeMounts": mounts,
         # Loading, checking the sha256 and warming up may take a while: the startup probe gives it
         # up to 5 minutes before liveness applies; readiness keeps traffic away until the model is ready.
         "startupProbe": _probe(LIVE, period=5, failures=60),
@@ -69,7 +63,6 @@ def _container(plan: ServingPlan) -> dict:
         # Endpoints are removed while the pod is stopping, but proxies on other nodes learn of it a
         # moment later: keep answering for that moment, then drain (SIGTERM) within the grace period.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
-        "securityContext": dict(pods.CONTAINER_SECURITY),
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crucible.api.trainingrun import TrainingRunSpec
-from crucible.operator import naming
+from crucible.operator.kube import naming
 from crucible.tuning.summary import trial_run_name
 
 
@@ -19,7 +19,8 @@ def trial_labels(job: str, number: int) -> dict[str, str]:
 def trial_run(job: str, namespace: str, study: str, number: int, spec: TrainingRunSpec) -> dict:
     """Trial `number` as a TrainingRun named `<job>-trial-NNN`: the same name whoever creates it, so a
     restarted operator finds it instead of making a second. The annotations become the trainer's
-    --study-name and --trial-number (planning.study_args); the spec is the template's, values set."""
+    --study-name and --trial-number (trainingrun/plan.py, study_args); the spec is the template's, values
+    set."""
     return {
         "apiVersion": naming.API_VERSION_STRING,
         "kind": "TrainingRun",

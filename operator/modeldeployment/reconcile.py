@@ -1,5 +1,5 @@
 """ModelDeployment -> server Deployments (stable, canary), Service and PodDisruptionBudget, for a run that
-passed its gates (sources.py picks it, rollout.py puts it into service).
+passed its gates (sources.py picks it, rollout/ puts it into service).
 
 Events that lead here: the ModelDeployment changed, a TrainingRun it may serve changed, one of its
 Deployments' status changed, or its rollout timer ticked. Each reconciles the whole ModelDeployment
@@ -16,14 +16,14 @@ import kopf
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.status import ModelDeploymentStatus, ServedModel
-from crucible.operator import naming
-from crucible.operator.client import Kube, Ref
 from crucible.operator.config import OperatorConfig
-from crucible.operator.planning import check_serving_spec
-from crucible.operator.rollout import Rollout
-from crucible.operator.serving_status import not_served_status
-from crucible.operator.sources import wanted
-from crucible.operator.training import unchanged
+from crucible.operator.kube import naming
+from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.ownership import unchanged
+from crucible.operator.modeldeployment.plan import check_serving_spec
+from crucible.operator.modeldeployment.rollout.reconcile import Rollout
+from crucible.operator.modeldeployment.sources import wanted
+from crucible.operator.modeldeployment.status import not_served_status
 
 
 def deployment_ref(namespace: str, name: str) -> Ref:

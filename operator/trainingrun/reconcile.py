@@ -11,12 +11,13 @@ import kopf
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.status import TrainingRunStatus
-from crucible.operator import naming
-from crucible.operator.client import Kube, Ref
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.training import CONTAINER, training_children
-from crucible.operator.planning import plan_training
-from crucible.operator.training_status import (
+from crucible.operator.kube import naming
+from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.ownership import controller_of, controller_uid, uid, unchanged
+from crucible.operator.trainingrun.manifests import CONTAINER, training_children
+from crucible.operator.trainingrun.plan import plan_training
+from crucible.operator.trainingrun.status import (
     finished_status,
     in_progress_status,
     invalid_status,
@@ -32,19 +33,6 @@ RECREATED_DELAY = 10
 def has_not_finished(status: dict, **_: object) -> bool:
     """A run still to start or to watch (a run that failed validation has no Job and may be fixed)."""
     return status.get("phase") not in FINAL_PHASES or not status.get("jobName")
-
-
-def unchanged(previous: dict, patch: dict) -> bool:
-    return all(previous.get(key) == value for key, value in patch.items())
-
-
-def _uid(body: dict) -> str | None:
-    return body.get("metadata", {}).get("uid")
-
-
-def _controller_uid(body: dict) -> str | None:
-    references = body.get("metadata", {}).get("ownerReferences") or []
-    return next((ref.get("uid") for ref in references if ref.get("controller")), None)
 
 
 class Training:
@@ -110,18 +98,18 @@ class Training:
 
     async def _run_of(self, job: kopf.Body) -> tuple[Ref | None, dict | None]:
         """The TrainingRun that owns this Job, if it still exists (not a later one of the same name)."""
-        run_name = naming.controller_of(dict(job), "TrainingRun")
+        run_name = controller_of(dict(job), "TrainingRun")
         if run_name is None:
             return None, None
         ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job.metadata["namespace"], run_name)
         run = await self.kube.get(ref)
-        if run is None or _uid(run) != _controller_uid(dict(job)):
+        if run is None or uid(run) != controller_uid(dict(job)):
             return ref, None  # the run is gone; its Job goes with it
         return ref, run
 
     async def _ensure(self, child: dict, owner: kopf.Body) -> dict:
         existing, _ = await self.kube.create(child)
-        if _controller_uid(existing) != _uid(owner):
+        if controller_uid(existing) != uid(owner):
             # Left by a deleted run of the same name, and about to be garbage-collected.
             raise kopf.TemporaryError(
                 f"{child['kind']} {child['metadata']['name']} belongs to an earlier TrainingRun of this name",
@@ -156,7 +144,7 @@ class Training:
         pods = await self.kube.list(
             Ref("v1", "Pod", job["metadata"]["namespace"]), {"job-name": job["metadata"]["name"]}
         )
-        own_pods = [pod for pod in pods if _controller_uid(pod) == _uid(job)]
+        own_pods = [pod for pod in pods if controller_uid(pod) == uid(job)]
         return finished_status(
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
         )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from crucible import API_GROUP
 from crucible.api.modeldeployment import LabelSelector, PromotionSpec
-from crucible.operator.config import PromotionConfig
-from crucible.operator.serving_status import Verdict, judge
+from crucible.operator.modeldeployment.config import PromotionConfig
+from crucible.operator.modeldeployment.status import Verdict, judge
 
 # An annotation is metadata: Argo CD and Flux compare spec, so approving leaves the Git copy in sync
 # (or the annotation can be committed to Git itself).

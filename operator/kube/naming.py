@@ -107,15 +107,3 @@ def stable_service_name(model_deployment: str) -> str:
 
 def disruption_budget_name(model_deployment: str) -> str:
     return child_name(model_deployment, "server", limit=253)
-
-
-def controller_of(body: dict, kind: str) -> str | None:
-    """Name of the owner of `kind` that controls this object (our resources only), if any."""
-    for reference in body.get("metadata", {}).get("ownerReferences") or []:
-        if (
-            reference.get("controller")
-            and reference.get("kind") == kind
-            and reference.get("apiVersion") == API_VERSION_STRING
-        ):
-            return reference.get("name")
-    return None

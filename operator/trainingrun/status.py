@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from crucible.api.manifest import InvalidSpec
 from crucible.api.result import GATE_ORDER, TrainResult, parse_result
 from crucible.api.status import ArtifactStatus, GateStatus, TrainingPhase, TrainingRunStatus
-from crucible.operator.conditions import carried_over, condition
+from crucible.operator.kube.conditions import carried_over, condition
 
 READY, GATES_PASSED = "Ready", "GatesPassed"
 GATE_TITLES = {"debug": "Debug", "crossValidation": "CrossValidation", "overfitting": "Overfitting"}

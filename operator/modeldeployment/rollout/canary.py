@@ -14,8 +14,15 @@ from datetime import datetime
 
 from crucible.api.modeldeployment import RolloutSpec
 from crucible.api.status import AnalysisStatus, CanaryStatus, MetricsSample
-from crucible.operator.analysis import FAIL, INCONCLUSIVE, Analysis, Counters, Sample, analyse
-from crucible.operator.durations import parse_duration
+from crucible.operator.kube.durations import parse_duration
+from crucible.operator.modeldeployment.rollout.analysis import (
+    FAIL,
+    INCONCLUSIVE,
+    Analysis,
+    Counters,
+    Sample,
+    analyse,
+)
 
 WAIT, ADVANCE, PROMOTE, ROLLBACK = "Wait", "Advance", "Promote", "Rollback"
 ANALYSIS_FAILED, PROGRESS_DEADLINE_EXCEEDED = "AnalysisFailed", "ProgressDeadlineExceeded"

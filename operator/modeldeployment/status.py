@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.status import Condition, ModelDeploymentStatus, ServedModel
-from crucible.operator.artifacts import ArtifactLocation, parse_artifact_uri
-from crucible.operator.conditions import carried_over, condition
+from crucible.operator.kube.artifacts import ArtifactLocation, parse_artifact_uri
+from crucible.operator.kube.conditions import carried_over, condition
 
 READY, PROGRESSING = "Ready", "Progressing"
 # Every wanted replica runs the model and is available; more are still stopping (a rollout's old

@@ -2,8 +2,8 @@
 this (tests/packaging/test_rbac.py compares the rendered rules), and a test scans this package for the
 resources it touches so the declaration cannot silently fall behind the code.
 
-Derived from handlers.py (kopf watches and patches what it handles: list, watch, patch), client.py
-(Kube.get/list/create/apply/patch/patch_status/delete) and the builders in manifests/. No imports
+Derived from the kinds' handlers.py (kopf watches and patches what it handles: list, watch, patch),
+kube/client.py (Kube.get/list/create/apply/patch/patch_status/delete) and the kinds' manifests.py. No imports
 beyond the standard library: the chart tests read it without kopf or torch.
 """
 
@@ -53,17 +53,17 @@ FRAMEWORK = (
     ),
 )
 
-# What Crucible's handlers do (handlers.py, training.py, serving.py).
+# What Crucible's handlers do (each kind's handlers.py and reconcile.py).
 APPLICATION = (
     # Our resources: kopf lists, watches and annotates them (progress, last-handled spec); the handlers
     # read them fresh before acting and write only their status, never their spec.
-    # A TuningJob creates its trials as TrainingRuns (tuning.py).
+    # A TuningJob creates its trials as TrainingRuns (tuningjob/reconcile.py).
     Permission("crucible.dev", "trainingruns", ("get", "list", "watch", "create", "patch")),
     Permission("crucible.dev", "trainingruns/status", ("patch",)),
     Permission("crucible.dev", "modeldeployments", ("get", "list", "watch", "patch")),
     Permission("crucible.dev", "modeldeployments/status", ("patch",)),
-    # A ModelDeployment promoting a TuningJob's best trial reads the TuningJob (sources.py), and a
-    # handler watches its status.bestTrial (kopf lists, watches and annotates what it handles).
+    # A ModelDeployment promoting a TuningJob's best trial reads the TuningJob (modeldeployment/sources.py),
+    # and a handler watches its status.bestTrial (kopf lists, watches and annotates what it handles).
     Permission("crucible.dev", "tuningjobs", ("get", "list", "watch", "patch")),
     Permission("crucible.dev", "tuningjobs/status", ("patch",)),
     # kopf.adopt() makes each child's owner reference blockOwnerDeletion: true; where the API server runs
@@ -87,7 +87,7 @@ APPLICATION = (
     # A PodDisruptionBudget only while replicas > 1: applied, or deleted when scaled down to one.
     Permission("policy", "poddisruptionbudgets", ("get", "create", "patch", "delete")),
     # No Secrets: a PostgreSQL study's URL reaches the operator as $CRUCIBLE_STUDY_URL, which the kubelet
-    # fills from the Secret (tuning_config.py); the operator never reads Secrets through the API.
+    # fills from the Secret (tuningjob/config.py); the operator never reads Secrets through the API.
 )
 
 ALL = FRAMEWORK + APPLICATION

@@ -9,8 +9,8 @@ from optuna.trial import FrozenTrial
 from crucible.api.manifest import InvalidSpec
 from crucible.api.status import TuningJobStatus
 from crucible.api.tuningjob import TuningJobSpec
-from crucible.operator.conditions import carried_over, condition, now
-from crucible.operator.tuning_plan import Verdict
+from crucible.operator.kube.conditions import carried_over, condition, now
+from crucible.operator.tuningjob.plan import Verdict
 from crucible.tuning.summary import summarize
 
 READY, PROGRESSING = "Ready", "Progressing"
