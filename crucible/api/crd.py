@@ -58,7 +58,7 @@ def _column(
 
 
 # A DNS-1035 label (what a Service name must be); length is not limited here because child names
-# longer than 63 characters are shortened with a hash (crucible.operator.naming.child_name).
+# longer than 63 characters are shortened with a hash (crucible.operator.kube.naming.child_name).
 DNS_1035_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 AGE = _column("Age", ".metadata.creationTimestamp", "date")

@@ -200,7 +200,7 @@ def test_model_deployment_names_that_cannot_name_a_service_are_refused(
 
 
 def test_a_long_model_deployment_name_is_accepted(kube_api, crucible_crds, namespace: str) -> None:
-    # Children longer than 63 characters get a hashed name (crucible.operator.naming.child_name).
+    # Children longer than 63 characters get a hashed name (crucible.operator.kube.naming.child_name).
     name = "digits-" + "a" * 90
     assert refusal(kube_api, with_spec("ModelDeployment", set_path(), name=name), namespace) is None
 

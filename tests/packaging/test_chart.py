@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from crucible.cli import build_parser
-from crucible.operator import naming
 from crucible.operator.config import load_config
+from crucible.operator.kube import naming
 from tests.packaging.chart import (
     CHART,
     NAMESPACE,
@@ -186,25 +186,11 @@ def test_the_operator_is_probed_on_kopfs_liveness_endpoint() -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
-def test_kopf_gets_its_peer_identity_from_the_pod_name() -> None:
-    # Without POD_ID kopf asks getpass for a user name, which fails for uid 65532 (no passwd entry).
+def test_the_operator_gets_its_peer_identity_from_the_pod_name() -> None:
+    # The operator's peer identity (operator_identity in operator/command.py): the pod's name.
     (deployment,) = of_kind(render({}), "Deployment")
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-
-
-def test_with_the_pod_name_kopf_never_asks_for_a_user_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kopf._core.engines import peering
-
-    def no_passwd_entry() -> str:  # what getpass does for uid 65532 in the operator image
-        raise KeyError("getpwuid(): uid not found: 65532")
-
-    monkeypatch.setattr(peering.getpass, "getuser", no_passwd_entry)
-    with pytest.raises(KeyError):
-        peering.detect_own_id(manual=False)
-    # The kubelet resolves the chart's fieldRef to the pod's name.
-    monkeypatch.setenv("POD_ID", "crucible-crucible-7d9f8-x2x4q")
-    assert peering.detect_own_id(manual=False) == "crucible-crucible-7d9f8-x2x4q"
 
 
 def test_the_operator_pod_owns_its_volumes_through_fs_group() -> None:
