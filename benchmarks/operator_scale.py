@@ -1,13 +1,19 @@
-"""How the operator copes with many TrainingRuns applied at once.
+"""How the operator copes with many TrainingRuns applied at once, on the emulator and on a real API server.
 
-The real operator (`crucible operator`, in its own process) runs against the emulated Kubernetes API
-of the tests, whose test kubelet finishes each trainer Job at once. Prints the time until every run
-has its Job, the create-to-Job latency (p50, p95), the time until every run has Succeeded, and the
-operator process's peak memory (RSS high-water mark).
+The real operator (`crucible operator`, in its own process) runs against
+- the emulated Kubernetes API of the tests, whose test kubelet finishes each trainer Job at once
+  (time until every run has its Job and until every run has Succeeded), and
+- a real kube-apiserver with etcd (the envtest binaries in $KUBEBUILDER_ASSETS or .envtest/bin), with
+  RBAC and OwnerReferencesPermissionEnforcement on, the operator logged in as the chart's
+  ServiceAccount bound to the chart's ClusterRole. No kubelet and no Job controller run there, so
+  the figures stop at "every run has its Job".
+Prints, side by side, the time until every run has its Job, the create-to-Job latency (p50, p95) and
+the operator process's peak memory (RSS high-water mark) and CPU time.
 
-    .venv/bin/python benchmarks/operator_scale.py [--runs 500]
+    .venv/bin/python benchmarks/operator_scale.py [--runs 500] [--api emulator|real|both]
 
-The emulator shares this machine's CPUs with the operator, so the figures are an upper bound.
+The API server (or the emulator) shares this machine's CPUs with the operator and the client creating
+the runs, so the figures are an upper bound.
 """
 
 from __future__ import annotations
@@ -62,20 +68,30 @@ async def wait_for(check, timeout: float, what: str) -> float:
     return time.monotonic()
 
 
-async def main(runs: int, timeout: float) -> None:
+def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> subprocess.Popen:
+    config = workdir / "operator.yaml"
+    config.write_text("artifacts:\n  claim: artifacts\n")
+    command = [sys.executable, "-m", "crucible", "operator", "--namespace", namespace]
+    command += ["--kubeconfig", str(kubeconfig), "--config", str(config), "--liveness", "none"]
+    log = (workdir / "operator.log").open("w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_operator(operator: subprocess.Popen) -> None:
+    operator.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        operator.wait(30)
+
+
+async def on_emulator(runs: int, timeout: float) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="crucible-scale-"))
     async with Cluster() as cluster, kmock.Server(cluster):
         cluster.declare_builtins_and_crds()
         url = str(cluster.url).rstrip("/")
         kubeconfig = write_kubeconfig(workdir / "kubeconfig", url)
-        config = workdir / "operator.yaml"
-        config.write_text("artifacts:\n  claim: artifacts\n")
         kubelet = FakeKubelet(url, workdir / "node", instant=True)
         kubelet_task = asyncio.create_task(kubelet.run())
-        command = [sys.executable, "-m", "crucible", "operator", "--namespace", NAMESPACE]
-        command += ["--kubeconfig", str(kubeconfig), "--config", str(config), "--liveness", "none"]
-        log = (workdir / "operator.log").open("w")
-        operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        operator = start_operator(workdir, kubeconfig, NAMESPACE)
         try:
             # The operator is up once it watches TrainingRuns.
             await wait_for(
@@ -109,27 +125,159 @@ async def main(runs: int, timeout: float) -> None:
             peak = peak_rss_mib(operator.pid)
             busy = cpu_seconds(operator.pid)
         finally:
-            operator.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                operator.wait(30)
+            stop_operator(operator)
             await kubelet.stop()
             kubelet_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await kubelet_task
 
-    print(f"TrainingRuns applied at once:     {runs} (in {applied:.2f} s)")
-    print(f"time until all have Jobs:         {all_jobs - started:.2f} s")
-    p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
-    print(f"create-to-Job latency p50 / p95:  {p50:.2f} s / {p95:.2f} s")
-    print(f"time until all have Succeeded:    {all_done - started:.2f} s")
-    print(f"operator peak memory (RSS):       {peak:.0f} MiB")
-    print(f"operator CPU time (user+system):  {busy:.1f} s")
-    print(f"API requests served:              {len(cluster.requests)}")
+    return {
+        "applied": applied,
+        "all_jobs": all_jobs - started,
+        "p50": statistics.median(latencies),
+        "p95": percentile(latencies, 0.95),
+        "all_succeeded": all_done - started,
+        "peak_rss": peak,
+        "cpu": busy,
+        "requests": len(cluster.requests),
+    }
+
+
+def wait_established(api, timeout: float = 30) -> None:
+    from tests.cluster.kube import get_json
+
+    deadline = time.monotonic() + timeout
+    names = ("trainingruns", "tuningjobs", "modeldeployments")
+    while time.monotonic() < deadline:
+        crds = [
+            get_json(api, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}.crucible.dev")
+            for n in names
+        ]
+        conditions = [c for crd in crds for c in (crd.get("status") or {}).get("conditions") or []]
+        if sum(1 for c in conditions if c["type"] == "Established" and c["status"] == "True") == len(names):
+            return
+        time.sleep(0.2)
+    raise SystemExit("the CRDs did not become Established")
+
+
+def on_real_api_server(runs: int, timeout: float) -> dict[str, float]:
+    """The same load on a real kube-apiserver, the operator logged in as the chart's ServiceAccount."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubernetes import client, watch
+
+    from tests.cluster.controlplane import start_control_plane
+    from tests.cluster.kube import apply
+    from tests.packaging.chart import of_kind, render
+
+    workdir = Path(tempfile.mkdtemp(prefix="crucible-scale-real-"))
+    plane = start_control_plane(workdir / "control-plane")
+    operator = None
+    try:
+        admin = plane.api_client()
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            import yaml
+
+            apply(admin, yaml.safe_load(path.read_text()))
+        wait_established(admin)
+        (role,) = [r for r in of_kind(render({}), "ClusterRole") if r["rules"]]
+        apply(admin, role)
+        core = client.CoreV1Api(admin)
+        core.create_namespace({"metadata": {"name": "crucible-system"}})  # NAMESPACE is "default"
+        kubeconfig = plane.service_account_kubeconfig(
+            "crucible-system", "crucible", role["metadata"]["name"], workdir / "operator.kubeconfig"
+        )
+        job_seen: dict[str, float] = {}
+        stop = threading.Event()
+
+        def watch_jobs() -> None:
+            batch = client.BatchV1Api(plane.api_client())
+            stream = watch.Watch()
+            for event in stream.stream(batch.list_namespaced_job, NAMESPACE, timeout_seconds=int(timeout)):
+                if event["type"] == "ADDED":
+                    job_seen.setdefault(event["object"].metadata.name, time.monotonic())
+                if stop.is_set() or len(job_seen) >= runs:
+                    stream.stop()
+
+        watcher = threading.Thread(target=watch_jobs, daemon=True)
+        watcher.start()
+        operator = start_operator(workdir, kubeconfig, NAMESPACE)
+        time.sleep(5)  # the operator logs in and starts its watches
+        custom = client.CustomObjectsApi(admin)
+        created: dict[str, float] = {}
+
+        def create(name: str) -> None:
+            body = {"apiVersion": "crucible.dev/v1alpha1", "kind": "TrainingRun"}
+            body |= {"metadata": {"name": name}, "spec": SPEC}
+            custom.create_namespaced_custom_object(
+                "crucible.dev", "v1alpha1", NAMESPACE, "trainingruns", body
+            )
+            created[name] = time.monotonic()
+
+        names = [f"run-{index:04d}" for index in range(runs)]
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, names))
+        applied = time.monotonic() - started
+        deadline = started + timeout
+        while len(job_seen) < runs:
+            if time.monotonic() > deadline or operator.poll() is not None:
+                raise SystemExit(f"real API server: {len(job_seen)} of {runs} Jobs after {timeout:.0f} s")
+            time.sleep(0.25)
+        stop.set()
+        latencies = [job_seen[f"{name}-train"] - created[name] for name in names]
+        return {
+            "applied": applied,
+            "all_jobs": max(job_seen.values()) - started,
+            "p50": statistics.median(latencies),
+            "p95": percentile(latencies, 0.95),
+            "all_succeeded": float("nan"),
+            "peak_rss": peak_rss_mib(operator.pid),
+            "cpu": cpu_seconds(operator.pid),
+            "requests": float("nan"),
+        }
+    finally:
+        if operator is not None:
+            stop_operator(operator)
+        plane.stop()
+
+
+ROWS = [
+    ("applied", "TrainingRuns applied (s)", "{:.2f}"),
+    ("all_jobs", "time until all have Jobs (s)", "{:.2f}"),
+    ("p50", "create-to-Job p50 (s)", "{:.2f}"),
+    ("p95", "create-to-Job p95 (s)", "{:.2f}"),
+    ("all_succeeded", "time until all Succeeded (s)", "{:.2f}"),
+    ("peak_rss", "operator peak RSS (MiB)", "{:.0f}"),
+    ("cpu", "operator CPU time (s)", "{:.1f}"),
+    ("requests", "API requests served", "{:.0f}"),
+]
+
+
+def main(runs: int, timeout: float, api: str) -> None:
+    results: dict[str, dict[str, float]] = {}
+    if api in ("emulator", "both"):
+        results["emulator"] = asyncio.run(on_emulator(runs, timeout))
+    if api in ("real", "both"):
+        results["real API server"] = on_real_api_server(runs, timeout)
+    print(f"{runs} TrainingRuns applied at once")
+    print(f"{'':32}" + "".join(f"{name:>18}" for name in results))
+    for key, title, form in ROWS:
+        cells = [
+            form.format(figures[key]) if figures[key] == figures[key] else "n/a"
+            for figures in results.values()
+        ]
+        print(f"{title:32}" + "".join(f"{cell:>18}" for cell in cells))
+    if len(results) == 2:
+        emulator, real = results.values()
+        print(f"real / emulator, time until all have Jobs: {real['all_jobs'] / emulator['all_jobs']:.2f}x")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=500, help="TrainingRuns to apply at once.")
     parser.add_argument("--timeout", type=float, default=600, help="Give up after this many seconds.")
+    parser.add_argument("--api", choices=("emulator", "real", "both"), default="both")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.runs, arguments.timeout))
+    main(arguments.runs, arguments.timeout, arguments.api)
