@@ -8,6 +8,7 @@ from PIL import Image
 from crucible.api.trainingrun import DatasetSpec
 from crucible.trainer.data import DatasetError, curate, load_dataset
 from crucible.trainer.models import build_model
+from crucible.trainer.pipeline import Feed, Transform
 from crucible.trainer.run import RunContext, train
 from tests.conftest import fast_spec
 
@@ -49,7 +50,7 @@ def test_image_folder_with_fixed_classes_and_unreadable_image(tmp_path):
     data = curate(load_dataset(spec, 0), spec, 0)
     assert data.classes == ["square", "circle"] and data.class_counts() == [24, 24]
     (root / "square" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match=r"spec.dataset.uri: cannot read image .*broken.png"):
+    with pytest.raises(DatasetError, match=r"spec.dataset.maxBadFiles: 1 unreadable image file.*broken.png"):
         load_dataset(spec, 0)
 
 
@@ -60,7 +61,8 @@ def test_remote_dataset_schemes_are_refused_by_name(tmp_path):
 
 def test_fake_source_gives_the_requested_shape():
     data = load_dataset(DatasetSpec(source="fake", fakeSamples=40, imageSize=12, classes=["a", "b"]), 0)
-    assert data.images.shape == (40, 3, 12, 12) and data.classes == ["a", "b"]
+    pixels, labels = next(iter(Feed(data, Transform(12), None, torch.device("cpu"), batch_size=40)))
+    assert pixels.shape == (40, 3, 12, 12) and data.classes == ["a", "b"] and set(labels.tolist()) == {0, 1}
 
 
 @pytest.mark.parametrize("architecture", ["tiny_cnn", "mobilenet_v3_small", "resnet18", "efficientnet_b0"])
