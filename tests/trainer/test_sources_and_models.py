@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,23 @@ def test_pretrained_weights_load_from_a_local_file_and_the_head_is_replaced(tmp_
     model = build_model("resnet18", num_classes=3, pretrained_weights=str(tmp_path / "resnet18.pt"))
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert model.fc.out_features == 3
+
+
+def test_pretrained_weights_bring_imagenet_normalization_to_the_card_and_the_debug_gate(tmp_path):
+    torch.save(build_model("tiny_cnn", num_classes=10).state_dict(), tmp_path / "tiny.pt")
+    spec = fast_spec(
+        model={"pretrainedWeights": str(tmp_path / "tiny.pt")},
+        hyperparameters={"epochs": 1},
+        gates={"crossValidation": {"enabled": False}, "overfitting": {"enabled": False}},
+    )
+    result = train(spec, RunContext(name="pre", output_dir=tmp_path / "out", device="cpu"))
+    assert result.phase == "Succeeded", result.reason
+    card = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert card["normalization"] == {
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "source": "imagenet",
+    }
+    assert card["preprocess"]["resize"] == "stretch"
+    mean_check = result.gates["debug"].checks["normalizedMean"]
+    assert mean_check.threshold == 1.0 and mean_check.value > 0.1, "digits are not ImageNet photos"
