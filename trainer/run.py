@@ -88,6 +88,8 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         result = _run_stages(spec, context, device, precision, progress)
     except TrainingError as error:
         result = TrainResult(phase="Failed", reason=str(error), gates=progress.gates)
+    except torch.OutOfMemoryError as error:
+        result = TrainResult(phase="Failed", reason=out_of_memory_reason(spec, error), gates=progress.gates)
     finally:
         context.reporter.close()
     if progress.dataset:
@@ -109,6 +111,16 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
     if progress.checkpoint is not None:
         progress.checkpoint.discard()  # the run is over: a later run on this output starts afresh
     return result
+
+
+def out_of_memory_reason(spec: TrainingRunSpec, error: BaseException) -> str:
+    """The reason of a run the GPU ran out of memory for; it starts with `OutOfMemory:`, as the
+    operator's reason for a container killed for memory does."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "CUDA out of memory"
+    return (
+        f"OutOfMemory: {first_line[:300]}; lower spec.hyperparameters.batchSize (now "
+        f"{spec.hyperparameters.batch_size}) or spec.dataset.imageSize (now {spec.dataset.image_size})"
+    )
 
 
 def _published(result: TrainResult, context: RunContext) -> TrainResult:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from crucible.api.progress import progress_of
 from crucible.trainer.checkpoint import CHECKPOINT_FILE
 from crucible.trainer.run import RunContext, train
 from tests.conftest import fast_spec
@@ -69,6 +70,13 @@ def test_a_killed_run_resumes_without_rerunning_finished_folds(tmp_path):
     # Killed right after fold 2's checkpoint, then again in the middle of fold 3's second epoch.
     resumed = _kill_at(_crucible_train(tmp_path, output), "fold 3/3 epoch 1/2")
     assert "folds 1-2/3 finished before the restart: not run again" in _log_text(resumed)
+    # What the operator shows as status.progress, read from the log of the killed pod.
+    assert progress_of(_log_text(resumed)) == {
+        "stage": "Cross-validation",
+        "fold": "3/3",
+        "epoch": "1/2",
+        "line": resumed[-1].split("] ", 1)[1].rstrip("\n"),
+    }
     final = _crucible_train(tmp_path, output)
     log, _ = final.communicate(timeout=300)
     assert final.returncode == 0, log
