@@ -156,6 +156,10 @@ def _epoch_line(prefix: str, stats: EpochStats, evaluation: Evaluation | None = 
 def _load(spec: TrainingRunSpec, reporter: Reporter) -> ImageData:
     data = curate(load_dataset(spec.dataset, spec.seed, available_cpus()), spec.dataset, spec.seed)
     report = data.report
+    if report.downloaded is not None:
+        reporter.note(
+            f"{spec.dataset.uri}: {report.downloaded} object(s) downloaded, {report.reused} already cached"
+        )
     if report.bad_files:
         reporter.note(
             f"skipped {report.bad_files} unreadable file(s) "
