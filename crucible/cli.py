@@ -40,7 +40,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output = _local_output(args.output, uri, resource.name)
     from crucible.trainer.cli import run_and_report
 
-    return run_and_report(spec, resource.name, output, args.json, args.device, remote)  # type: ignore[arg-type]
+    return run_and_report(
+        spec,  # type: ignore[arg-type]
+        resource.name,
+        output,
+        args.json,
+        args.device,
+        remote,
+        restart=args.restart,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--json", action="store_true", help="Print the result JSON on stdout, no tables.")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to train.")
+    train.add_argument(
+        "--restart",
+        action="store_true",
+        help="Start over: ignore the checkpoint a stopped run left in the output (by default it resumes).",
+    )
     train.set_defaults(handler=_cmd_train)
 
     for register in _optional_commands():

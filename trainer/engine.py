@@ -1,7 +1,6 @@
-"""The math of training: seeding, batching, augmentation, one epoch, evaluation.
+"""The math of training: seeding, one epoch, evaluation, fitting with checkpoints.
 
-Data lives on the device as whole tensors and is batched by index, which avoids DataLoader
-overhead for the in-memory datasets the trainer works with.
+Batches come from a `Feed` (pipeline.py): normalized, augmented, already on the device.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -17,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from crucible.api.trainingrun import AugmentationSpec, HyperparametersSpec
+from crucible.api.trainingrun import HyperparametersSpec
+from crucible.trainer.pipeline import Feed
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -71,36 +71,6 @@ class Precision:
             self.scaler.update()
 
 
-def augment(images: torch.Tensor, spec: AugmentationSpec, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random crop (pad, shift) and horizontal flip, done on the whole batch at once."""
-    if spec.random_crop and spec.crop_padding > 0:
-        pad = spec.crop_padding
-        n, _, h, w = images.shape
-        padded = nn.functional.pad(images, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
-        rows = (dy.view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
-        cols = (dx.view(n, 1) + torch.arange(w, device=images.device)).view(n, 1, 1, w)
-        batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
-        channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
-        images = padded[batch, channel, rows, cols]
-    if spec.horizontal_flip:
-        flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
-        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    return images
-
-
-def batches(
-    count: int, batch_size: int, generator: torch.Generator, shuffle: bool = True
-) -> Iterator[torch.Tensor]:
-    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
-    # Drop a last batch of one image: BatchNorm cannot train on it.
-    for start in range(0, count, batch_size):
-        index = order[start : start + batch_size]
-        if len(index) > 1 or count == 1:
-            yield index
-
-
 def make_optimizer(model: nn.Module, hp: HyperparametersSpec) -> torch.optim.Optimizer:
     params = model.parameters()
     if hp.optimizer == "sgd":
@@ -141,29 +111,21 @@ class EpochStats:
 
 def train_one_epoch(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    feed: Feed,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loss_fn: nn.Module,
-    batch_size: int,
-    generator: torch.Generator,
     precision: Precision,
-    augmentation: AugmentationSpec | None = None,
     check_gradients: bool = False,
 ) -> EpochStats:
-    """One pass over (images, labels), already normalized and on the device."""
+    """One pass over the feed's batches (normalized, on the device, augmented as the feed says)."""
     model.train()
     started = time.perf_counter()
-    total_loss = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    total_loss = torch.zeros((), device=feed.device)
+    correct = torch.zeros((), device=feed.device, dtype=torch.long)
     seen = 0
     grads_finite = True
-    for index in batches(len(labels), batch_size, generator):
-        index = index.to(images.device)
-        x, y = images[index], labels[index]
-        if augmentation is not None:
-            x = augment(x, augmentation, generator)
+    for x, y in feed:
         with precision.autocast():
             logits = model(x)
             loss = loss_fn(logits, y)
@@ -193,16 +155,17 @@ def all_gradients_finite(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, precision: Precision, batch_size: int = 512
-) -> torch.Tensor:
-    """Logits for every image, in eval mode."""
+def predict(model: nn.Module, feed: Feed, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every image of the feed, in eval mode."""
     model.eval()
-    outputs = []
-    for start in range(0, len(images), batch_size):
+    outputs, labels = [], []
+    for x, y in feed:
         with precision.autocast():
-            outputs.append(model(images[start : start + batch_size]).float())
-    return torch.cat(outputs) if outputs else torch.zeros(0)
+            outputs.append(model(x).float())
+        labels.append(y)
+    if not outputs:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outputs), torch.cat(labels)
 
 
 @dataclass
@@ -211,19 +174,20 @@ class Evaluation:
     accuracy: float
     macro_f1: float
     predictions: list[int] = field(repr=False, default_factory=list)
+    labels: list[int] = field(repr=False, default_factory=list)
 
     def score(self, metric: str) -> float:
         return self.macro_f1 if metric == "macroF1" else self.accuracy
 
 
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: Precision, num_classes: int
-) -> Evaluation:
-    logits = predict(model, images, precision)
+def evaluate(model: nn.Module, feed: Feed, precision: Precision, num_classes: int) -> Evaluation:
+    logits, labels = predict(model, feed, precision)
     loss = nn.functional.cross_entropy(logits, labels).item() if len(labels) else float("nan")
     predicted = logits.argmax(1)
     accuracy = (predicted == labels).float().mean().item() if len(labels) else 0.0
-    return Evaluation(loss, accuracy, macro_f1(predicted, labels, num_classes), predicted.tolist())
+    return Evaluation(
+        loss, accuracy, macro_f1(predicted, labels, num_classes), predicted.tolist(), labels.tolist()
+    )
 
 
 def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
@@ -249,47 +213,82 @@ class FitResult:
     images_seen: int
 
 
+def rng_state() -> dict:
+    """Every global random state, in types `torch.load(weights_only=True)` reads back."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def fit(
     model: nn.Module,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
+    train: Feed,
     hp: HyperparametersSpec,
     epochs: int,
-    generator: torch.Generator,
     precision: Precision,
-    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val: Feed | None = None,
     num_classes: int = 0,
     on_epoch: EpochCallback | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
 ) -> FitResult:
-    """Train for `epochs`, optionally evaluating on `val` after each epoch."""
+    """Train for `epochs`, optionally evaluating on `val` after each epoch.
+
+    `on_checkpoint` gets the whole training state after every epoch; given back as `resume`, the
+    run continues after that epoch exactly as if it had never stopped."""
     optimizer = make_optimizer(model, hp)
-    steps_per_epoch = sum(1 for _ in batches(len(train_y), hp.batch_size, torch.Generator(), shuffle=False))
-    scheduler = make_scheduler(optimizer, hp, epochs, steps_per_epoch)
+    scheduler = make_scheduler(optimizer, hp, epochs, len(train))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    augmentation = (
-        hp.augmentation if (hp.augmentation.random_crop or hp.augmentation.horizontal_flip) else None
-    )
-    history, seconds, seen = [], 0.0, 0
-    for epoch in range(epochs):
-        stats = train_one_epoch(
-            model,
-            train_x,
-            train_y,
-            optimizer,
-            scheduler,
-            loss_fn,
-            hp.batch_size,
-            generator,
-            precision,
-            augmentation,
-        )
+    history, seconds, seen, start = [], 0.0, 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        if precision.scaler is not None and resume.get("scaler"):
+            precision.scaler.load_state_dict(resume["scaler"])
+        history, seconds, seen, start = resume["history"], resume["seconds"], resume["seen"], resume["epoch"]
+        set_rng_state(resume["rng"])
+    for epoch in range(start, epochs):
+        train.set_epoch(epoch)
+        stats = train_one_epoch(model, train, optimizer, scheduler, loss_fn, precision)
         seconds += stats.seconds
         seen += stats.images
-        evaluation = evaluate(model, *val, precision, num_classes) if val is not None else None
+        evaluation = evaluate(model, val, precision, num_classes) if val is not None else None
         entry = {"epoch": epoch + 1, "trainLoss": stats.loss, "trainAccuracy": stats.accuracy}
         if evaluation is not None:
             entry.update(valLoss=evaluation.loss, valAccuracy=evaluation.accuracy)
         history.append(entry)
+        if on_checkpoint is not None:
+            on_checkpoint(
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+                    "history": history,
+                    "seconds": seconds,
+                    "seen": seen,
+                    "rng": rng_state(),
+                }
+            )
         if on_epoch is not None:
             on_epoch(epoch, stats, evaluation)
     return FitResult(model, history, seconds, seen)

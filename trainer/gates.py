@@ -20,8 +20,9 @@ from crucible.api.trainingrun import (
     OverfittingGateSpec,
     TrainingRunSpec,
 )
-from crucible.trainer.data import ImageData, Normalization
+from crucible.trainer.data import ImageData
 from crucible.trainer.engine import (
+    EpochStats,
     Precision,
     all_gradients_finite,
     evaluate,
@@ -30,6 +31,7 @@ from crucible.trainer.engine import (
     seed_everything,
 )
 from crucible.trainer.models import build_model
+from crucible.trainer.pipeline import Measured, Normalization, Pipeline, measure_normalized, sample
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda value, bound: value <= bound,
@@ -64,24 +66,27 @@ def failure_reason(name: str, report: GateReport) -> str:
 
 # --- debug gate -----------------------------------------------------------------------------
 
+# The data checks look at this many training images (a seeded sample, decoded like any batch).
+CHECKED_SAMPLE = 512
 
-def data_checks(raw: ImageData, normalized: torch.Tensor, spec: DebugGateSpec) -> dict[str, Check]:
-    """Data checks on the training split: finite values, label set, balance, normalized statistics."""
-    non_finite = int((~torch.isfinite(raw.images)).sum())
-    counts = raw.class_counts()
+
+def data_checks(
+    train: ImageData, measured: Measured, spec: DebugGateSpec, tolerance: float
+) -> dict[str, Check]:
+    """Data checks on the training split: finite values, label set, balance, normalized statistics
+    (measured on a sample of normalized batches)."""
+    counts = train.class_counts()
     missing = sum(1 for count in counts if count == 0)
     present = [count for count in counts if count > 0]
     balance = min(present) / max(present) if present else 0.0
-    channel_mean = normalized.mean(dim=(0, 2, 3)).abs().max().item() if len(normalized) else float("nan")
-    channel_std = (
-        (normalized.std(dim=(0, 2, 3)) - 1).abs().max().item() if len(normalized) > 1 else float("nan")
-    )
+    channel_mean = max(abs(v) for v in measured.channel_mean)
+    channel_std = max(abs(v - 1) for v in measured.channel_std)
     return {
-        "finiteValues": measure(non_finite, "<=", 0),
+        "finiteValues": measure(measured.non_finite, "<=", 0),
         "labelSet": measure(missing, "<=", 0),
         "classBalance": measure(balance, ">=", spec.min_class_balance),
-        "normalizedMean": measure(channel_mean, "<=", spec.normalization_tolerance),
-        "normalizedStd": measure(channel_std, "<=", spec.normalization_tolerance),
+        "normalizedMean": measure(channel_mean, "<=", tolerance),
+        "normalizedStd": measure(channel_std, "<=", tolerance),
     }
 
 
@@ -109,17 +114,19 @@ def _short_run(
 
 
 def debug_gate(
-    run: TrainingRunSpec, raw: ImageData, normalized: torch.Tensor, precision: Precision
+    run: TrainingRunSpec, train: ImageData, pipeline: Pipeline, norm: Normalization, precision: Precision
 ) -> GateReport:
     spec = run.gates.debug
-    checks = data_checks(raw, normalized, spec)
+    measured = measure_normalized(pipeline.eval_feed(sample(train, CHECKED_SAMPLE, run.seed + 1), norm))
+    tolerance = (
+        spec.pretrained_normalization_tolerance if norm.source != "data" else spec.normalization_tolerance
+    )
+    checks = data_checks(train, measured, spec, tolerance)
     if not all(c.passed for c in checks.values()):
         return gate(checks)  # No point training on broken data.
-    generator = torch.Generator().manual_seed(run.seed)
-    size = min(spec.overfit_batch_size, len(raw))
-    index = torch.randperm(len(raw), generator=generator)[:size]
-    x, y = normalized[index], raw.labels[index].to(normalized.device)
-    num_classes = len(raw.classes)
+    batch = sample(train, min(spec.overfit_batch_size, len(train)), run.seed)
+    x, y = next(iter(pipeline.eval_feed(batch, norm, batch_size=len(batch))))
+    num_classes = len(train.classes)
     losses, grads_finite = _short_run(run, num_classes, x, y, spec.overfit_steps, precision)
     first, second = (
         _short_run(run, num_classes, x, y, spec.reproducibility_steps, precision)[0] for _ in range(2)
@@ -137,12 +144,18 @@ def debug_gate(
 def cross_validation_gate(
     run: TrainingRunSpec,
     train: ImageData,
-    device: torch.device,
+    pipeline: Pipeline,
     precision: Precision,
     on_fold: Callable[[int, float], None] | None = None,
-    on_epoch: Callable[[], None] | None = None,
+    on_epoch: Callable[[int, int, EpochStats], None] | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
 ) -> GateReport:
-    """Stratified k-fold on the training split, each fold normalized from its own training part."""
+    """Stratified k-fold on the training split, each fold normalized from its own training part.
+
+    `on_checkpoint` gets {"scores": finished folds' scores, "fit": the running fold's training
+    state or None} after every epoch and every finished fold; given back as `resume`, finished
+    folds are not trained again and the running one continues after its last epoch."""
     from sklearn.model_selection import StratifiedKFold
 
     spec: CrossValidationGateSpec = run.gates.cross_validation
@@ -154,28 +167,38 @@ def cross_validation_gate(
             "lower spec.gates.crossValidation.folds or add data"
         )
     splitter = StratifiedKFold(n_splits=spec.folds, shuffle=True, random_state=run.seed % 2**32)
-    scores = []
+    scores: list[float] = list(resume["scores"]) if resume else []
+    hp = run.hyperparameters
     for fold, (fit_idx, val_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        if fold < len(scores):
+            continue  # finished before a restart
         part, held = train.subset(fit_idx), train.subset(val_idx)
-        norm = Normalization.of(part.images)
-        x, y = norm.apply(part.images).to(device), part.labels.to(device)
-        vx, vy = norm.apply(held.images).to(device), held.labels.to(device)
-        generator = seed_everything(run.seed + fold + 1)
+        norm = pipeline.normalization(part, run.seed + fold + 1)
+        seed_everything(run.seed + fold + 1)
         model = build_model(
             run.model.architecture, len(train.classes), run.model.dropout, run.model.pretrained_weights
-        ).to(device)
+        ).to(pipeline.device)
+        resume_fit = resume.get("fit") if resume and fold == len(resume["scores"]) else None
         fit(
             model,
-            x,
-            y,
-            run.hyperparameters,
+            pipeline.train_feed(part, norm, hp.batch_size, run.seed + fold + 1),
+            hp,
             spec.epochs,
-            generator,
             precision,
-            on_epoch=(lambda *_: on_epoch()) if on_epoch else None,
+            on_epoch=(lambda epoch, stats, _, fold=fold: on_epoch(fold, epoch, stats)) if on_epoch else None,
+            resume=resume_fit,
+            on_checkpoint=(
+                (lambda state: on_checkpoint({"scores": list(scores), "fit": state}))
+                if on_checkpoint
+                else None
+            ),
         )
-        score = evaluate(model, vx, vy, precision, len(train.classes)).score(spec.metric)
+        score = evaluate(model, pipeline.eval_feed(held, norm), precision, len(train.classes)).score(
+            spec.metric
+        )
         scores.append(score)
+        if on_checkpoint is not None:
+            on_checkpoint({"scores": list(scores), "fit": None})
         if on_fold is not None:
             on_fold(fold, score)
     mean = float(np.mean(scores))

@@ -1,8 +1,11 @@
-"""Progress reporting for the trainer: silent by default, progress bars in the CLI."""
+"""Progress reporting for the trainer: silent by default, progress bars on a terminal, and plain
+lines elsewhere (a pod's log), one per stage and per epoch."""
 
 from __future__ import annotations
 
-from typing import Protocol
+import sys
+import time
+from typing import Protocol, TextIO
 
 
 class Reporter(Protocol):
@@ -66,3 +69,30 @@ class BarReporter:
             total = self.progress.tasks[-1].total or 1
             self.progress.update(self.task, completed=total)
         self.progress.stop()
+
+
+class LineReporter:
+    """One flushed line per stage, epoch and note, for logs read with `kubectl logs -f`.
+
+    A stage line reads `stage 3/7 Cross-validation`; an epoch line is the detail the trainer gives,
+    e.g. `fold 2/5 epoch 3/8 loss 0.41 acc 0.88 212 img/s`."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.started = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.stream, flush=True)
+
+    def stage(self, description: str, total: int | None = None) -> None:
+        self._line(f"stage {description}")
+
+    def advance(self, detail: str = "") -> None:
+        if detail:
+            self._line(detail)
+
+    def note(self, message: str) -> None:
+        self._line(message.strip())
+
+    def close(self) -> None:
+        pass

@@ -15,8 +15,17 @@ from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
 from crucible.resources import available_cpus
 from crucible.trainer import export
-from crucible.trainer.data import ImageData, Normalization, curate, load_dataset, split
-from crucible.trainer.engine import Precision, evaluate, fit, pick_device, seed_everything
+from crucible.trainer.checkpoint import Checkpoint, run_key
+from crucible.trainer.data import ImageData, curate, load_dataset, split
+from crucible.trainer.engine import (
+    EpochStats,
+    Evaluation,
+    Precision,
+    evaluate,
+    fit,
+    pick_device,
+    seed_everything,
+)
 from crucible.trainer.gates import (
     TrainingError,
     cross_validation_gate,
@@ -24,7 +33,9 @@ from crucible.trainer.gates import (
     failure_reason,
     overfitting_gate,
 )
+from crucible.trainer.imaging import BACKGROUND
 from crucible.trainer.models import build_model
+from crucible.trainer.pipeline import Normalization, Pipeline, uses_augmentation
 from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.publish import PublishError, publish
 from crucible.trainer.report import confusion_matrix, write_report
@@ -43,6 +54,8 @@ class RunContext:
     # Called after each final-training epoch with the held-out figures so far, e.g. to report
     # intermediate values to a tuning study. An exception it raises (a pruned trial) ends the run.
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    # Ignore a checkpoint left in output_dir by a stopped run (by default the run resumes from it).
+    restart: bool = False
 
 
 @dataclass
@@ -50,6 +63,9 @@ class _Progress:
     gates: dict[str, GateReport] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     confusion: object = None
+    classes: list[str] = field(default_factory=list)
+    dataset: dict = field(default_factory=dict)  # what the loader skipped (DatasetReport)
+    checkpoint: Checkpoint | None = None
 
 
 def configure_torch(device: torch.device) -> None:
@@ -74,6 +90,8 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         result = TrainResult(phase="Failed", reason=str(error), gates=progress.gates)
     finally:
         context.reporter.close()
+    if progress.dataset:
+        result = result.model_copy(update={"dataset": progress.dataset})
     export.write_result_file(result, context.output_dir)
     folds = progress.gates.get("crossValidation")
     write_report(
@@ -88,6 +106,8 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
     # where its URI points.
     result = _published(result, context)
     export.write_result(result, context.output_dir, context.termination_log)
+    if progress.checkpoint is not None:
+        progress.checkpoint.discard()  # the run is over: a later run on this output starts afresh
     return result
 
 
@@ -103,13 +123,40 @@ def _published(result: TrainResult, context: RunContext) -> TrainResult:
 
 
 def _classes_of(spec: TrainingRunSpec, progress: _Progress) -> list[str]:
-    return getattr(progress, "classes", None) or list(spec.dataset.classes)
+    return progress.classes or list(spec.dataset.classes)
 
 
 def _failed(name: str, progress: _Progress) -> TrainResult:
     return TrainResult(
         phase="Failed", reason=failure_reason(name, progress.gates[name]), gates=progress.gates
     )
+
+
+def _epoch_line(prefix: str, stats: EpochStats, evaluation: Evaluation | None = None) -> str:
+    """One log line per epoch, e.g. `fold 2/5 epoch 3/8 loss 0.41 acc 0.88 212 img/s`."""
+    speed = stats.images / max(stats.seconds, 1e-9)
+    line = f"{prefix} loss {stats.loss:.4f} acc {stats.accuracy:.4f} {speed:.0f} img/s"
+    if evaluation is not None:
+        line += f" held-out loss {evaluation.loss:.4f} acc {evaluation.accuracy:.4f}"
+    return line
+
+
+def _load(spec: TrainingRunSpec, reporter: Reporter) -> ImageData:
+    data = curate(load_dataset(spec.dataset, spec.seed, available_cpus()), spec.dataset, spec.seed)
+    report = data.report
+    if report.bad_files:
+        reporter.note(
+            f"skipped {report.bad_files} unreadable file(s) "
+            f"(spec.dataset.maxBadFiles {spec.dataset.max_bad_files}): " + ", ".join(report.bad_file_examples)
+        )
+    if report.ignored_folders:
+        reporter.note(
+            f"ignored {len(report.ignored_folders)} folder(s) not in spec.dataset.classes: "
+            + ", ".join(report.ignored_folders[:10])
+        )
+    if len(data) < 4:
+        raise TrainingError(f"dataset: only {len(data)} images after curation; need at least 4")
+    return data
 
 
 def _run_stages(
@@ -121,51 +168,69 @@ def _run_stages(
 ) -> TrainResult:
     reporter = context.reporter
     reporter.stage("Loading data", 1)
-    data = curate(load_dataset(spec.dataset, spec.seed), spec.dataset, spec.seed)
-    if len(data) < 4:
-        raise TrainingError(f"dataset: only {len(data)} images after curation; need at least 4")
+    data = _load(spec, reporter)
+    progress.dataset = data.report.to_dict()
     train_split, test_split = split(data, spec.dataset.test_fraction, spec.seed)
-    progress.classes = data.classes  # type: ignore[attr-defined]
-    norm = Normalization.of(train_split.images)
-    x_train, y_train = norm.apply(train_split.images).to(device), train_split.labels.to(device)
-    x_test, y_test = norm.apply(test_split.images).to(device), test_split.labels.to(device)
+    progress.classes = data.classes
+    hp = spec.hyperparameters
+    pipeline = Pipeline(
+        spec.dataset.image_size,
+        spec.dataset.resize_policy,
+        hp.augmentation if uses_augmentation(hp.augmentation) else None,
+        device,
+        pretrained=bool(spec.model.pretrained_weights),
+    )
+    norm = pipeline.normalization(train_split, spec.seed)
+    checkpoint = Checkpoint(context.output_dir, run_key(spec, data.fingerprint(), device))
+    progress.checkpoint = checkpoint
+    if not context.restart and checkpoint.resume():
+        reporter.note(f"resuming from {checkpoint.path}")
     reporter.advance(f"{len(train_split)} train / {len(test_split)} held-out, {len(data.classes)} classes")
 
     gates = spec.gates
     if gates.debug.enabled:
         reporter.stage("Debug gate", 1)
-        progress.gates["debug"] = debug_gate(spec, train_split, x_train, precision)
-        reporter.advance("passed" if progress.gates["debug"].passed else "FAILED")
+        if "debug" in checkpoint.state:
+            progress.gates["debug"] = GateReport.model_validate(checkpoint.state["debug"])
+        else:
+            progress.gates["debug"] = debug_gate(spec, train_split, pipeline, norm, precision)
+            checkpoint.update(debug=progress.gates["debug"].model_dump())
+        reporter.advance("debug gate " + ("passed" if progress.gates["debug"].passed else "FAILED"))
         if not progress.gates["debug"].passed:
             return _failed("debug", progress)
 
     if gates.cross_validation.enabled:
         cv = gates.cross_validation
         reporter.stage("Cross-validation", cv.folds * cv.epochs)
+        done = checkpoint.state.get("cv", {}).get("scores", [])
+        if done:
+            reporter.note(f"folds 1-{len(done)}/{cv.folds} finished before the restart: not run again")
         progress.gates["crossValidation"] = cross_validation_gate(
             spec,
             train_split,
-            device,
+            pipeline,
             precision,
-            on_epoch=reporter.advance,
-            on_fold=lambda fold, score: reporter.note(
-                f"  fold {fold + 1}/{cv.folds}: {cv.metric} {score:.4f}"
+            on_epoch=lambda fold, epoch, stats: reporter.advance(
+                _epoch_line(f"fold {fold + 1}/{cv.folds} epoch {epoch + 1}/{cv.epochs}", stats)
             ),
+            on_fold=lambda fold, score: reporter.note(f"fold {fold + 1}/{cv.folds}: {cv.metric} {score:.4f}"),
+            resume=checkpoint.state.get("cv"),
+            on_checkpoint=lambda state: checkpoint.update(cv=state),
         )
         if not progress.gates["crossValidation"].passed:
             return _failed("crossValidation", progress)
 
-    hp = spec.hyperparameters
     reporter.stage("Final training", hp.epochs)
-    generator = seed_everything(spec.seed)
+    seed_everything(spec.seed)
     num_classes = len(data.classes)
     model = build_model(
         spec.model.architecture, num_classes, spec.model.dropout, spec.model.pretrained_weights
     )
     model = model.to(device)
+    held_out_feed = pipeline.eval_feed(test_split, norm, persistent=True)
 
     def on_epoch(epoch, stats, evaluation) -> None:
-        reporter.advance(f"loss {stats.loss:.4f}  held-out acc {evaluation.accuracy:.4f}")
+        reporter.advance(_epoch_line(f"final epoch {epoch + 1}/{hp.epochs}", stats, evaluation))
         if context.on_epoch is not None:
             figures = {"accuracy": evaluation.accuracy, "macroF1": evaluation.macro_f1}
             figures |= {"loss": evaluation.loss, "trainLoss": stats.loss, "trainAccuracy": stats.accuracy}
@@ -173,22 +238,22 @@ def _run_stages(
 
     fitted = fit(
         model,
-        x_train,
-        y_train,
+        pipeline.train_feed(train_split, norm, hp.batch_size, spec.seed),
         hp,
         hp.epochs,
-        generator,
         precision,
-        val=(x_test, y_test),
+        val=held_out_feed,
         num_classes=num_classes,
         on_epoch=on_epoch,
+        resume=checkpoint.state.get("final"),
+        on_checkpoint=lambda state: checkpoint.update(final=state),
     )
     progress.history = fitted.history
 
     reporter.stage("Evaluation", 1)
-    on_train = evaluate(model, x_train, y_train, precision, num_classes)
-    held_out = evaluate(model, x_test, y_test, precision, num_classes)
-    progress.confusion = confusion_matrix(held_out.predictions, y_test.tolist(), num_classes)
+    on_train = evaluate(model, pipeline.eval_feed(train_split, norm), precision, num_classes)
+    held_out = evaluate(model, held_out_feed, precision, num_classes)
+    progress.confusion = confusion_matrix(held_out.predictions, held_out.labels, num_classes)
     reporter.advance(f"held-out accuracy {held_out.accuracy:.4f}")
     metrics = {
         "accuracy": held_out.accuracy,
@@ -244,6 +309,13 @@ def _model_card(
         "numClasses": len(data.classes),
         "dropout": spec.model.dropout,
         "input": {"shape": [3, size, size], "scale": "pixels / 255", "layout": "NCHW", "colorMode": "RGB"},
+        # The eval transform: how the server turns an uploaded picture into the model's input.
+        "preprocess": {
+            "resize": spec.dataset.resize_policy,
+            "size": size,
+            "alphaBackground": list(BACKGROUND),
+            "exifTranspose": True,
+        },
         "normalization": norm.to_dict(),
         "weights": {"file": export.WEIGHTS_FILE, "sha256": sha256},
         "sha256": sha256,
@@ -251,6 +323,7 @@ def _model_card(
         "gates": {name: report.model_dump(exclude_none=True) for name, report in gates.items()},
         "seed": spec.seed,
         "datasetFingerprint": data.fingerprint(),
+        "dataset": data.report.to_dict(),
         "trainFingerprint": train_split.fingerprint(),
         "versions": export.library_versions(),
         "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -22,6 +22,7 @@ DatasetSource = Literal["digits", "fake", "imageFolder"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["none", "cosine", "onecycle", "step"]
 CvMetric = Literal["accuracy", "macroF1"]
+ResizePolicy = Literal["stretch", "shorterSideCrop", "letterbox"]
 
 REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "pvc://")
 
@@ -35,7 +36,9 @@ class DatasetSpec(SpecModel):
         "tests; imageFolder: one sub-folder of images per class under `uri`.",
     )
     uri: str | None = Field(
-        None, description="For imageFolder: a local path or file:// URI holding one folder per class."
+        None,
+        description="For imageFolder: a local path or file:// URI holding one folder per class "
+        "(hidden files and ._* files are skipped).",
     )
     classes: list[str] = Field(
         default_factory=list,
@@ -54,6 +57,18 @@ class DatasetSpec(SpecModel):
     image_size: int = Field(
         32, ge=8, le=1024, description="Images are resized to imageSize x imageSize, 3 channels."
     )
+    resize: ResizePolicy | None = Field(
+        None,
+        description="How a picture becomes imageSize x imageSize: stretch (both sides, aspect ratio lost), "
+        "shorterSideCrop (shorter side to imageSize, then the centre square) or letterbox (longer side to "
+        "imageSize, black bars). Default: shorterSideCrop for imageFolder, stretch otherwise.",
+    )
+    max_bad_files: int = Field(
+        0,
+        ge=0,
+        description="Unreadable image files tolerated: up to this many are skipped and counted in the "
+        "result; more fail the run, naming the first few.",
+    )
     fake_samples: int = Field(512, ge=10, le=100_000, description="For source fake: how many images.")
 
     @model_validator(mode="after")
@@ -61,6 +76,11 @@ class DatasetSpec(SpecModel):
         if self.source == "imageFolder" and not self.uri:
             raise ValueError("uri is required when source is imageFolder")
         return self
+
+    @property
+    def resize_policy(self) -> str:
+        """The resize policy in effect (see `resize`)."""
+        return self.resize or ("shorterSideCrop" if self.source == "imageFolder" else "stretch")
 
 
 class ModelSpec(SpecModel):
@@ -90,6 +110,35 @@ class AugmentationSpec(SpecModel):
     random_crop: bool = Field(False, description="Pad, then crop back to size at a random offset.")
     crop_padding: int = Field(2, ge=0, le=64, description="Padding in pixels for randomCrop.")
     horizontal_flip: bool = Field(False, description="Flip half the images left to right.")
+    random_resized_crop: bool = Field(
+        False,
+        description="Crop a random part (area fraction within randomResizedCropScale, aspect ratio 3/4 to "
+        "4/3) and resize it to imageSize, instead of the eval resize.",
+    )
+    random_resized_crop_scale: list[float] = Field(
+        default_factory=lambda: [0.08, 1.0],
+        min_length=2,
+        max_length=2,
+        description="[min, max] area fraction of the picture that randomResizedCrop keeps, each in (0, 1].",
+    )
+    color_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Random brightness, contrast and saturation factors in "
+        "[1 - colorJitter, 1 + colorJitter]; 0 turns it off.",
+    )
+    rotation: float = Field(
+        0.0, ge=0, le=180, description="Rotate by a random angle in [-rotation, rotation] degrees; 0 is off."
+    )
+
+    @field_validator("random_resized_crop_scale")
+    @classmethod
+    def _scale_range(cls, value: list[float]) -> list[float]:
+        low, high = value
+        if not 0 < low <= high <= 1:
+            raise ValueError("must be [min, max] with 0 < min <= max <= 1")
+        return value
 
 
 class HyperparametersSpec(SpecModel):
@@ -129,6 +178,12 @@ class DebugGateSpec(SpecModel):
         ge=0,
         description="After normalization each channel's mean must lie within this of 0, its std within "
         "this of 1.",
+    )
+    pretrained_normalization_tolerance: float = Field(
+        1.0,
+        ge=0,
+        description="The same bound when the normalization comes from pretrained weights (ImageNet "
+        "statistics), which the data only roughly matches.",
     )
 
 

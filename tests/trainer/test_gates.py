@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
+from crucible.trainer import pipeline as pipeline_module
 from crucible.trainer import run as run_module
 from crucible.trainer.data import load_dataset
+from crucible.trainer.pipeline import Normalization
 from crucible.trainer.run import RunContext, train
 from tests.conftest import fast_spec
 
@@ -21,8 +23,8 @@ def _train(tmp_path, spec):
 def _with_data(monkeypatch, mutate):
     """Run the real pipeline on digits altered by `mutate(data)`."""
 
-    def altered(spec, seed):
-        data = load_dataset(spec, seed)
+    def altered(spec, seed, workers=0):
+        data = load_dataset(spec, seed, workers)
         mutate(data)
         return data
 
@@ -68,8 +70,11 @@ def test_diverging_learning_rate_fails_the_debug_gate(tmp_path):
     assert "crossValidation" not in result.gates, "a failed gate stops the run"
 
 
-def test_nan_in_the_data_fails_the_data_checks(tmp_path, monkeypatch):
-    _with_data(monkeypatch, lambda d: d.images[::50, 0, 0, 0].fill_(float("nan")))
+def test_non_finite_normalized_data_fails_the_data_checks(tmp_path, monkeypatch):
+    def zero_std(data, transform, seed):
+        return Normalization((0.1, 0.1, 0.1), (0.0, 1.0, 1.0))  # dividing by 0: inf and NaN pixels
+
+    monkeypatch.setattr(pipeline_module, "normalization_of", zero_std)
     result = _train(tmp_path, fast_spec())
     assert result.phase == "Failed"
     assert result.reason.startswith("debug gate failed: finiteValues = ")
