@@ -28,13 +28,20 @@ class ImageData:
     images: torch.Tensor  # float32 [N, 3, H, W] in [0, 1]
     labels: torch.Tensor  # int64 [N], indexes into classes
     classes: list[str]
+    # Where each image came from (a file path relative to the dataset root, or "#index"), so a check
+    # can name the images at fault.
+    names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: np.ndarray | torch.Tensor) -> ImageData:
         index = torch.as_tensor(index, dtype=torch.long)
-        return ImageData(self.images[index], self.labels[index], self.classes)
+        names = [self.names[i] for i in index.tolist()] if self.names is not None else None
+        return ImageData(self.images[index], self.labels[index], self.classes, names)
+
+    def image_names(self) -> list[str]:
+        return self.names if self.names is not None else [f"#{i}" for i in range(len(self))]
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
@@ -130,7 +137,7 @@ def _load_image_folder(spec: DatasetSpec) -> ImageData:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DatasetError(f"spec.dataset.uri: {spec.uri!r} holds no class folders")
-    tensors, labels = [], []
+    tensors, labels, names = [], [], []
     for label, name in enumerate(classes):
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
@@ -142,10 +149,11 @@ def _load_image_folder(spec: DatasetSpec) -> ImageData:
                 raise DatasetError(f"spec.dataset.uri: cannot read image {file}: {error}") from None
             tensors.append(torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1))
             labels.append(label)
+            names.append(f"{name}/{file.name}")
     if not tensors:
         raise DatasetError(f"spec.dataset.uri: no images found under {spec.uri!r}")
     images = torch.stack(tensors).float() / 255.0
-    return ImageData(images, torch.tensor(labels, dtype=torch.long), classes)
+    return ImageData(images, torch.tensor(labels, dtype=torch.long), classes, names)
 
 
 def load_dataset(spec: DatasetSpec, seed: int) -> ImageData:
@@ -166,7 +174,10 @@ def select_classes(data: ImageData, classes: list[str]) -> ImageData:
     old_to_new = torch.tensor([position.get(name, -1) for name in data.classes], dtype=torch.long)
     new_labels = old_to_new[data.labels]
     keep = new_labels >= 0
-    return ImageData(data.images[keep], new_labels[keep], list(classes))
+    names = (
+        [n for n, k in zip(data.names, keep.tolist(), strict=True) if k] if data.names is not None else None
+    )
+    return ImageData(data.images[keep], new_labels[keep], list(classes), names)
 
 
 def curate(data: ImageData, spec: DatasetSpec, seed: int) -> ImageData:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from crucible.api.trainingrun import AugmentationSpec, HyperparametersSpec
+from crucible.trainer import metrics
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -211,9 +212,16 @@ class Evaluation:
     accuracy: float
     macro_f1: float
     predictions: list[int] = field(repr=False, default_factory=list)
+    labels: list[int] = field(repr=False, default_factory=list)
+    probabilities: np.ndarray | None = field(repr=False, default=None)
+    num_classes: int = 0
 
     def score(self, metric: str) -> float:
-        return self.macro_f1 if metric == "macroF1" else self.accuracy
+        """balancedAccuracy, macroF1 or accuracy (see crucible.trainer.metrics)."""
+        return metrics.score(metric, self.labels, self.predictions, self.num_classes)
+
+    def report(self) -> metrics.Report:
+        return metrics.report(self.labels, self.predictions, self.num_classes, self.probabilities)
 
 
 def evaluate(
@@ -221,24 +229,22 @@ def evaluate(
 ) -> Evaluation:
     logits = predict(model, images, precision)
     loss = nn.functional.cross_entropy(logits, labels).item() if len(labels) else float("nan")
-    predicted = logits.argmax(1)
-    accuracy = (predicted == labels).float().mean().item() if len(labels) else 0.0
-    return Evaluation(loss, accuracy, macro_f1(predicted, labels, num_classes), predicted.tolist())
+    predicted = logits.argmax(1).tolist()
+    truth = labels.tolist()
+    probabilities = torch.softmax(logits, dim=1).cpu().numpy() if len(labels) else None
+    return Evaluation(
+        loss,
+        metrics.accuracy(truth, predicted),
+        metrics.macro_f1(truth, predicted, num_classes),
+        predicted,
+        truth,
+        probabilities,
+        num_classes,
+    )
 
 
-def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """Mean F1 over the classes present in labels or predictions."""
-    scores = []
-    for c in range(num_classes):
-        tp = ((predicted == c) & (labels == c)).sum().item()
-        fp = ((predicted == c) & (labels != c)).sum().item()
-        fn = ((predicted != c) & (labels == c)).sum().item()
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores) if scores else 0.0
-
-
-EpochCallback = Callable[[int, EpochStats, "Evaluation | None"], None]
+# Returns True to stop training after this epoch (early stopping); None or False trains on.
+EpochCallback = Callable[[int, EpochStats, "Evaluation | None"], "bool | None"]
 
 
 @dataclass
@@ -247,6 +253,8 @@ class FitResult:
     history: list[dict]
     train_seconds: float
     images_seen: int
+    # Every step's loss and (when checked) gradients were finite: the finalTraining check.
+    finite: bool = True
 
 
 def fit(
@@ -260,8 +268,11 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     num_classes: int = 0,
     on_epoch: EpochCallback | None = None,
+    check_gradients: bool = False,
 ) -> FitResult:
-    """Train for `epochs`, optionally evaluating on `val` after each epoch."""
+    """Train for `epochs`, optionally evaluating on `val` after each epoch. With `check_gradients`,
+    gradients are checked for non-finite values at every step (loss-scaled fp16 skips such steps by
+    design, so it is checked only without a scaler)."""
     optimizer = make_optimizer(model, hp)
     steps_per_epoch = sum(1 for _ in batches(len(train_y), hp.batch_size, torch.Generator(), shuffle=False))
     scheduler = make_scheduler(optimizer, hp, epochs, steps_per_epoch)
@@ -269,7 +280,7 @@ def fit(
     augmentation = (
         hp.augmentation if (hp.augmentation.random_crop or hp.augmentation.horizontal_flip) else None
     )
-    history, seconds, seen = [], 0.0, 0
+    history, seconds, seen, finite = [], 0.0, 0, True
     for epoch in range(epochs):
         stats = train_one_epoch(
             model,
@@ -282,7 +293,9 @@ def fit(
             generator,
             precision,
             augmentation,
+            check_gradients=check_gradients and precision.scaler is None,
         )
+        finite &= math.isfinite(stats.loss) and stats.grads_finite
         seconds += stats.seconds
         seen += stats.images
         evaluation = evaluate(model, *val, precision, num_classes) if val is not None else None
@@ -290,6 +303,6 @@ def fit(
         if evaluation is not None:
             entry.update(valLoss=evaluation.loss, valAccuracy=evaluation.accuracy)
         history.append(entry)
-        if on_epoch is not None:
-            on_epoch(epoch, stats, evaluation)
-    return FitResult(model, history, seconds, seen)
+        if on_epoch is not None and on_epoch(epoch, stats, evaluation):
+            break
+    return FitResult(model, history, seconds, seen, finite)

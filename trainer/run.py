@@ -3,31 +3,38 @@ held-out evaluation -> overfitting gate -> export. A failed gate stops the run."
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
 from crucible.resources import available_cpus
-from crucible.trainer import export
+from crucible.trainer import baselines, data_checks, export
 from crucible.trainer.data import ImageData, Normalization, curate, load_dataset, split
+from crucible.trainer.early_stopping import EarlyStopping
 from crucible.trainer.engine import Precision, evaluate, fit, pick_device, seed_everything
+from crucible.trainer.folds import stratified_folds
 from crucible.trainer.gates import (
     TrainingError,
+    baseline_gate,
     cross_validation_gate,
     debug_gate,
     failure_reason,
+    final_training_gate,
+    held_out_gate,
     overfitting_gate,
 )
 from crucible.trainer.models import build_model
 from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.publish import PublishError, publish
-from crucible.trainer.report import confusion_matrix, write_report
+from crucible.trainer.report import write_report
 
 
 @dataclass
@@ -50,16 +57,20 @@ class _Progress:
     gates: dict[str, GateReport] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     confusion: object = None
+    per_class: dict | None = None
 
 
 def configure_torch(device: torch.device) -> None:
-    """Threads from the real CPU limit; deterministic kernels so a seed gives the same numbers."""
+    """Threads from the real CPU limit; deterministic kernels so a seed gives the same numbers.
+
+    Ops without a deterministic kernel warn rather than fail: the debug gate's reproducibility check
+    measures whether a run really repeats. cuBLAS needs its workspace fixed before its first use."""
     torch.set_num_threads(available_cpus())
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
@@ -82,6 +93,7 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         folds.folds if folds else None,
         progress.confusion,
         _classes_of(spec, progress),
+        progress.per_class,
         f"{context.name}: {result.phase}" + (f" ({result.reason})" if result.reason else ""),
     )
     # The termination message is written last: it must not say Succeeded before the artifact is
@@ -125,26 +137,35 @@ def _run_stages(
     if len(data) < 4:
         raise TrainingError(f"dataset: only {len(data)} images after curation; need at least 4")
     train_split, test_split = split(data, spec.dataset.test_fraction, spec.seed)
+    # The validation split drives early stopping and pruning; the held-out split is evaluated once.
+    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, spec.seed + 1)
     progress.classes = data.classes  # type: ignore[attr-defined]
-    norm = Normalization.of(train_split.images)
-    x_train, y_train = norm.apply(train_split.images).to(device), train_split.labels.to(device)
-    x_test, y_test = norm.apply(test_split.images).to(device), test_split.labels.to(device)
-    reporter.advance(f"{len(train_split)} train / {len(test_split)} held-out, {len(data.classes)} classes")
+    norm = Normalization.of(fit_split.images)
+    x_train, y_train = norm.apply(fit_split.images).to(device), fit_split.labels.to(device)
+    x_val, y_val = norm.apply(val_split.images).to(device), val_split.labels.to(device)
+    reporter.advance(
+        f"{len(fit_split)} train / {len(val_split)} validation / {len(test_split)} held-out, "
+        f"{len(data.classes)} classes"
+    )
 
     gates = spec.gates
     if gates.debug.enabled:
         reporter.stage("Debug gate", 1)
-        progress.gates["debug"] = debug_gate(spec, train_split, x_train, precision)
+        progress.gates["debug"] = debug_gate(spec, train_split, test_split, x_train, y_train, precision)
         reporter.advance("passed" if progress.gates["debug"].passed else "FAILED")
         if not progress.gates["debug"].passed:
             return _failed("debug", progress)
 
+    metric = gates.cross_validation.metric
+    cv_mean = None
     if gates.cross_validation.enabled:
         cv = gates.cross_validation
+        folds = _folds(train_split, cv.folds, spec.seed)
         reporter.stage("Cross-validation", cv.folds * cv.epochs)
         progress.gates["crossValidation"] = cross_validation_gate(
             spec,
             train_split,
+            folds,
             device,
             precision,
             on_epoch=reporter.advance,
@@ -154,6 +175,20 @@ def _run_stages(
         )
         if not progress.gates["crossValidation"].passed:
             return _failed("crossValidation", progress)
+        cv_mean = progress.gates["crossValidation"].mean
+        if gates.baseline.enabled:
+            scores = baselines.cross_validate(
+                _features(train_split, gates.baseline.thumbnail_size),
+                train_split.labels.numpy(),
+                folds,
+                len(data.classes),
+                metric,
+            )
+            means = {name: float(np.mean(values)) for name, values in scores.items()}
+            progress.gates["baseline"] = baseline_gate(cv_mean, metric, means, gates.baseline)
+            reporter.note(f"  baselines: {_shown(means)}; lift {progress.gates['baseline'].lift:+.4f}")
+            if not progress.gates["baseline"].passed:
+                return _failed("baseline", progress)
 
     hp = spec.hyperparameters
     reporter.stage("Final training", hp.epochs)
@@ -163,13 +198,13 @@ def _run_stages(
         spec.model.architecture, num_classes, spec.model.dropout, spec.model.pretrained_weights
     )
     model = model.to(device)
+    stopper = EarlyStopping(hp.early_stopping, model) if hp.early_stopping else None
 
-    def on_epoch(epoch, stats, evaluation) -> None:
-        reporter.advance(f"loss {stats.loss:.4f}  held-out acc {evaluation.accuracy:.4f}")
+    def on_epoch(epoch, stats, evaluation) -> bool:
+        reporter.advance(f"loss {stats.loss:.4f}  validation acc {evaluation.accuracy:.4f}")
         if context.on_epoch is not None:
-            figures = {"accuracy": evaluation.accuracy, "macroF1": evaluation.macro_f1}
-            figures |= {"loss": evaluation.loss, "trainLoss": stats.loss, "trainAccuracy": stats.accuracy}
-            context.on_epoch(epoch + 1, figures)
+            context.on_epoch(epoch + 1, epoch_figures(stats, evaluation))
+        return stopper.update(epoch + 1, evaluation) if stopper else False
 
     fitted = fit(
         model,
@@ -179,30 +214,75 @@ def _run_stages(
         hp.epochs,
         generator,
         precision,
-        val=(x_test, y_test),
+        val=(x_val, y_val),
         num_classes=num_classes,
         on_epoch=on_epoch,
+        check_gradients=True,
     )
     progress.history = fitted.history
+    progress.gates["finalTraining"] = final_training_gate(fitted.finite)
+    if not progress.gates["finalTraining"].passed:
+        return _failed("finalTraining", progress)
+    if stopper is not None:
+        stopper.restore(model)
 
     reporter.stage("Evaluation", 1)
     on_train = evaluate(model, x_train, y_train, precision, num_classes)
-    held_out = evaluate(model, x_test, y_test, precision, num_classes)
-    progress.confusion = confusion_matrix(held_out.predictions, y_test.tolist(), num_classes)
-    reporter.advance(f"held-out accuracy {held_out.accuracy:.4f}")
+    on_val = evaluate(model, x_val, y_val, precision, num_classes)
+    # The one time the held-out split is touched.
+    held_out = evaluate(
+        model, norm.apply(test_split.images).to(device), test_split.labels.to(device), precision, num_classes
+    )
+    held_report = held_out.report()
+    progress.confusion = held_report.confusion
+    progress.per_class = held_report.per_class
+    reporter.advance(f"held-out {metric} {held_out.score(metric):.4f}")
     metrics = {
         "accuracy": held_out.accuracy,
+        "balancedAccuracy": held_report.balanced_accuracy,
         "macroF1": held_out.macro_f1,
         "loss": held_out.loss,
+        **{f"top{k}Accuracy": v for k, v in held_report.top_k.items()},
+        "expectedCalibrationError": held_report.calibration_error,
+        "valLoss": on_val.loss,
+        "valAccuracy": on_val.accuracy,
+        "valBalancedAccuracy": on_val.score("balancedAccuracy"),
+        "valMacroF1": on_val.macro_f1,
         "trainAccuracy": on_train.accuracy,
         "trainLoss": on_train.loss,
         "trainSeconds": fitted.train_seconds,
         "trainImagesPerSecond": fitted.images_seen / max(fitted.train_seconds, 1e-9),
-        "trainImages": float(len(train_split)),
+        "trainImages": float(len(fit_split)),
+        "validationImages": float(len(val_split)),
         "testImages": float(len(test_split)),
+        "epochsTrained": float(len(fitted.history)),
     }
-    if spec.gates.cross_validation.enabled:
-        metrics["cvMean"] = progress.gates["crossValidation"].mean or 0.0
+    if cv_mean is not None:
+        metrics["cvMean"] = cv_mean
+    if "baseline" in progress.gates:
+        metrics["baselineLift"] = progress.gates["baseline"].lift
+
+    held_baselines = baselines.fit_and_score(
+        np.concatenate(
+            [
+                _features(train_split, gates.baseline.thumbnail_size),
+                _features(test_split, gates.baseline.thumbnail_size),
+            ]
+        ),
+        np.concatenate([train_split.labels.numpy(), test_split.labels.numpy()]),
+        np.arange(len(train_split)),
+        np.arange(len(train_split), len(train_split) + len(test_split)),
+        num_classes,
+        metric,
+    )
+    if gates.held_out.enabled:
+        progress.gates["heldOut"] = held_out_gate(
+            held_out.score(metric), metric, cv_mean, baselines.best(held_baselines), gates.held_out
+        )
+        if not progress.gates["heldOut"].passed:
+            failed = _failed("heldOut", progress)
+            failed.metrics = metrics
+            return failed
 
     if gates.overfitting.enabled:
         progress.gates["overfitting"] = overfitting_gate(
@@ -216,14 +296,63 @@ def _run_stages(
     reporter.stage("Export", 1)
     sha256 = export.save_weights(model, context.output_dir)
     uri = context.artifact_uri or context.output_dir.resolve().as_uri()
-    export.write_model_card(
+    card = _model_card(spec, context, data, train_split, norm, metrics, progress.gates, sha256)
+    card |= {
+        "heldOutFingerprint": test_split.fingerprint(),
+        "evaluation": {
+            "metric": metric,
+            "heldOut": held_report.to_dict(data.classes),
+            "baselines": {"heldOut": held_baselines, **_cv_baselines(progress.gates)},
+        },
+        "predictionsFile": export.PREDICTIONS_FILE,
+    }
+    export.write_model_card(context.output_dir, card)
+    export.write_predictions(
         context.output_dir,
-        _model_card(spec, context, data, train_split, norm, metrics, progress.gates, sha256),
+        test_split.fingerprint(),
+        held_out.labels,
+        held_out.predictions,
+        test_split.image_names(),
     )
     reporter.advance(uri)
     return TrainResult(
         phase="Succeeded", gates=progress.gates, metrics=metrics, artifact=Artifact(uri=uri, sha256=sha256)
     )
+
+
+def _folds(train_split: ImageData, folds: int, seed: int) -> list:
+    counts = train_split.class_counts()
+    present = [count for count in counts if count > 0]
+    if not present or min(present) < folds:
+        # Reached only with the debug gate off; its smallestClass check says the same first.
+        check = data_checks.smallest_class(counts, train_split.classes, folds)
+        raise TrainingError(f"crossValidation: {check.message}")
+    return stratified_folds(train_split.labels.numpy(), folds, seed)
+
+
+def _features(data: ImageData, size: int) -> np.ndarray:
+    return baselines.thumbnails(data.images.numpy(), size)
+
+
+def _shown(scores: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
+
+
+def _cv_baselines(gates: dict[str, GateReport]) -> dict:
+    report = gates.get("baseline")
+    return {"crossValidation": report.baselines} if report is not None else {}
+
+
+def epoch_figures(stats, evaluation) -> dict[str, float]:
+    """What a tuning study sees after each final-training epoch: validation figures, never held-out."""
+    return {
+        "valAccuracy": evaluation.accuracy,
+        "valBalancedAccuracy": evaluation.score("balancedAccuracy"),
+        "valMacroF1": evaluation.macro_f1,
+        "valLoss": evaluation.loss,
+        "trainLoss": stats.loss,
+        "trainAccuracy": stats.accuracy,
+    }
 
 
 def _model_card(
