@@ -19,7 +19,9 @@ import torch
 from PIL import Image
 
 from crucible.api.trainingrun import DatasetSpec
+from crucible.s3 import is_s3_uri
 from crucible.trainer.imaging import channels_first, is_candidate_image, open_rgb, resize, to_rgb
+from crucible.trainer.remote import check_remote, default_cache_dir, sync
 
 # Bad files named in an error or in the result; the count covers the rest.
 BAD_FILES_SHOWN = 5
@@ -130,9 +132,14 @@ class DatasetReport:
     bad_files: int = 0
     bad_file_examples: list[str] = field(default_factory=list)
     ignored_folders: list[str] = field(default_factory=list)
+    # For an s3:// dataset: objects fetched into the local cache, and objects the cache already held.
+    downloaded: int | None = None
+    reused: int | None = None
 
     def to_dict(self) -> dict:
         document: dict = {"badFiles": self.bad_files}
+        if self.downloaded is not None:
+            document |= {"downloaded": self.downloaded, "reused": self.reused}
         if self.bad_file_examples:
             document["badFileExamples"] = self.bad_file_examples
         if self.ignored_folders:
@@ -196,8 +203,11 @@ def _folder_path(uri: str) -> Path:
 
 
 def check_source(spec: DatasetSpec) -> None:
-    """Fail fast, before any work starts, when an imageFolder path does not exist."""
-    if spec.source == "imageFolder":
+    """Fail fast, before any work starts, when an imageFolder path does not exist (or, for s3://,
+    the URI is malformed or there are no credentials)."""
+    if spec.source == "imageFolder" and is_s3_uri(spec.uri):
+        check_remote(spec.uri or "")
+    elif spec.source == "imageFolder":
         root = _folder_path(spec.uri or "")
         if not root.is_dir():
             raise DatasetError(f"spec.dataset.uri: {spec.uri!r} is not a directory")
@@ -258,7 +268,12 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _load_image_folder(spec: DatasetSpec, workers: int) -> ImageData:
+def _load_image_folder(spec: DatasetSpec, workers: int, cache_dir: Path | None) -> ImageData:
+    synced = None
+    if is_s3_uri(spec.uri):
+        check_remote(spec.uri or "")
+        synced = sync(spec.uri or "", cache_dir or default_cache_dir())
+        spec = spec.model_copy(update={"uri": str(synced.directory)})
     root, paths, labels, classes, ignored = _list_folder(spec)
     if not paths:
         raise DatasetError(f"spec.dataset.uri: no images found under {spec.uri!r}")
@@ -273,12 +288,15 @@ def _load_image_folder(spec: DatasetSpec, workers: int) -> ImageData:
     good = [i for i, (_, error) in enumerate(checks) if not error]
     source = FolderSource(root, [paths[i] for i in good], [checks[i][0] for i in good])
     report = DatasetReport(len(bad), [entry.split(" (")[0] for entry in bad[:BAD_FILES_SHOWN]], ignored)
+    if synced is not None:
+        report.downloaded, report.reused = synced.downloaded, synced.reused
     labels_kept = torch.tensor([labels[i] for i in good], dtype=torch.long)
     return ImageData(source, np.arange(len(good), dtype=np.int64), labels_kept, classes, report)
 
 
-def load_dataset(spec: DatasetSpec, seed: int, workers: int = 0) -> ImageData:
-    """The raw dataset named by the spec, before curation; `workers` processes check image files."""
+def load_dataset(spec: DatasetSpec, seed: int, workers: int = 0, cache_dir: Path | None = None) -> ImageData:
+    """The raw dataset named by the spec, before curation; `workers` processes check image files, and
+    an s3:// dataset is brought up to date in `cache_dir` (default: `remote.default_cache_dir()`)."""
     if spec.source == "digits":
         source: DigitsSource | FakeSource = DigitsSource()
         classes = source.classes
@@ -286,7 +304,7 @@ def load_dataset(spec: DatasetSpec, seed: int, workers: int = 0) -> ImageData:
         classes = list(spec.classes) or [f"class{i}" for i in range(10)]
         source = FakeSource(spec.fake_samples, spec.image_size, len(classes), seed)
     else:
-        return _load_image_folder(spec, workers)
+        return _load_image_folder(spec, workers, cache_dir)
     labels = torch.from_numpy(source.labels)
     return ImageData(source, np.arange(len(labels), dtype=np.int64), labels, classes)
 

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Protocol, TextIO
 
+from crucible.api.progress import format_line
+
 
 class Reporter(Protocol):
     def stage(self, description: str, total: int | None = None) -> None: ...
@@ -74,15 +76,14 @@ class BarReporter:
 class LineReporter:
     """One flushed line per stage, epoch and note, for logs read with `kubectl logs -f`.
 
-    A stage line reads `stage 3/7 Cross-validation`; an epoch line is the detail the trainer gives,
-    e.g. `fold 2/5 epoch 3/8 loss 0.41 acc 0.88 212 img/s`."""
+    The format is crucible.api.progress's, which the operator parses for status.progress."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.started = time.monotonic()
 
     def _line(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.stream, flush=True)
+        print(format_line(time.monotonic() - self.started, text), file=self.stream, flush=True)
 
     def stage(self, description: str, total: int | None = None) -> None:
         self._line(f"stage {description}")

@@ -106,6 +106,8 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         result = _run_stages(spec, context, device, precision, progress)
     except TrainingError as error:
         result = TrainResult(phase="Failed", reason=str(error), gates=progress.gates)
+    except torch.OutOfMemoryError as error:
+        result = TrainResult(phase="Failed", reason=out_of_memory_reason(spec, error), gates=progress.gates)
     finally:
         context.reporter.close()
     if progress.dataset:
@@ -128,6 +130,16 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
     if progress.checkpoint is not None:
         progress.checkpoint.discard()  # the run is over: a later run on this output starts afresh
     return result
+
+
+def out_of_memory_reason(spec: TrainingRunSpec, error: BaseException) -> str:
+    """The reason of a run the GPU ran out of memory for; it starts with `OutOfMemory:`, as the
+    operator's reason for a container killed for memory does."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "CUDA out of memory"
+    return (
+        f"OutOfMemory: {first_line[:300]}; lower spec.hyperparameters.batchSize (now "
+        f"{spec.hyperparameters.batch_size}) or spec.dataset.imageSize (now {spec.dataset.image_size})"
+    )
 
 
 def _published(result: TrainResult, context: RunContext) -> TrainResult:
@@ -163,6 +175,10 @@ def _epoch_line(prefix: str, stats: EpochStats, evaluation: Evaluation | None = 
 def _load(spec: TrainingRunSpec, reporter: Reporter) -> ImageData:
     data = curate(load_dataset(spec.dataset, spec.seed, available_cpus()), spec.dataset, spec.seed)
     report = data.report
+    if report.downloaded is not None:
+        reporter.note(
+            f"{spec.dataset.uri}: {report.downloaded} object(s) downloaded, {report.reused} already cached"
+        )
     if report.bad_files:
         reporter.note(
             f"skipped {report.bad_files} unreadable file(s) "

@@ -41,7 +41,8 @@ class DatasetSpec(SpecModel):
     uri: str | None = Field(
         None,
         description="For imageFolder: a local path or file:// URI holding one folder per class "
-        "(hidden files and ._* files are skipped).",
+        "(hidden files and ._* files are skipped), or s3://<bucket>/<prefix> (copied once into a local "
+        "cache, then only new or changed objects).",
     )
     classes: list[str] = Field(
         default_factory=list,
