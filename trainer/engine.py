@@ -90,8 +90,10 @@ def make_scheduler(
     """A per-step schedule, so short runs (cross-validation folds) get the same shape as long ones."""
     total = max(1, epochs * steps_per_epoch)
     if hp.scheduler == "onecycle":
+        # The warm-up must span more than one step (OneCycleLR divides by its length): a quarter of
+        # the steps, or 1.5 steps on the few-step fits of small splits and the debug gate.
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=hp.learning_rate, total_steps=total, pct_start=0.25
+            optimizer, max_lr=hp.learning_rate, total_steps=total, pct_start=min(0.75, max(0.25, 1.5 / total))
         )
     if hp.scheduler == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
