@@ -112,17 +112,18 @@ class FolderSource:
 
     def __init__(self, root: Path, paths: list[str], digests: list[bytes]) -> None:
         self.root = root
-        self.paths = np.array(paths)
+        # UTF-8 bytes: numpy's str dtype would take 4 bytes per character.
+        self.paths = np.array([path.encode() for path in paths], dtype=bytes)
         self.digests = np.array(digests, dtype="S32")
 
     def read(self, item: int) -> Image.Image:
-        return open_rgb(self.root / str(self.paths[item]))
+        return open_rgb(self.root / self.paths[item].decode())
 
     def digest(self, item: int) -> bytes:
         return bytes(self.digests[item])
 
     def name(self, item: int) -> str:
-        return str(self.paths[item])
+        return self.paths[item].decode()
 
 
 @dataclass
