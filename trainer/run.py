@@ -361,21 +361,21 @@ def _run_stages(
         num_classes,
         metric,
     )
-    if gates.held_out.enabled:
-        progress.gates["heldOut"] = held_out_gate(
-            held_out.score(metric), metric, cv_mean, baselines.best(held_baselines), gates.held_out
-        )
-        if not progress.gates["heldOut"].passed:
-            failed = _failed("heldOut", progress)
-            failed.metrics = metrics
-            return failed
-
     if gates.overfitting.enabled:
         progress.gates["overfitting"] = overfitting_gate(
             on_train.accuracy, held_out.accuracy, gates.overfitting
         )
         if not progress.gates["overfitting"].passed:
             failed = _failed("overfitting", progress)
+            failed.metrics = metrics
+            return failed
+
+    if gates.held_out.enabled:
+        progress.gates["heldOut"] = held_out_gate(
+            held_out.score(metric), metric, cv_mean, baselines.best(held_baselines), gates.held_out
+        )
+        if not progress.gates["heldOut"].passed:
+            failed = _failed("heldOut", progress)
             failed.metrics = metrics
             return failed
 
