@@ -170,6 +170,15 @@ class ImageData:
             self.source, self.items[index], self.labels[torch.as_tensor(index)], self.classes, self.report
         )
 
+    def image_names(self) -> list[str]:
+        """Where each image came from (a path under the dataset root, or `digits[i]`), so a check can
+        name the images at fault."""
+        return [self.source.name(item) for item in self.items.tolist()]
+
+    def digests(self) -> list[bytes]:
+        """Each image's content hash (the file's bytes for imageFolder), without decoding it."""
+        return [self.source.digest(item) for item in self.items.tolist()]
+
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from crucible.api.trainingrun import HyperparametersSpec
+from crucible.trainer import metrics
+from crucible.trainer.early_stopping import EarlyStopping
 from crucible.trainer.pipeline import Feed
 
 
@@ -88,8 +90,10 @@ def make_scheduler(
     """A per-step schedule, so short runs (cross-validation folds) get the same shape as long ones."""
     total = max(1, epochs * steps_per_epoch)
     if hp.scheduler == "onecycle":
+        # The warm-up must span more than one step (OneCycleLR divides by its length): a quarter of
+        # the steps, or 1.5 steps on the few-step fits of small splits and the debug gate.
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=hp.learning_rate, total_steps=total, pct_start=0.25
+            optimizer, max_lr=hp.learning_rate, total_steps=total, pct_start=min(0.75, max(0.25, 1.5 / total))
         )
     if hp.scheduler == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
@@ -124,7 +128,8 @@ def train_one_epoch(
     total_loss = torch.zeros((), device=feed.device)
     correct = torch.zeros((), device=feed.device, dtype=torch.long)
     seen = 0
-    grads_finite = True
+    # Accumulated on the device like the loss: checking every step costs no host sync.
+    grads_finite = torch.ones((), device=feed.device, dtype=torch.bool)
     for x, y in feed:
         with precision.autocast():
             logits = model(x)
@@ -132,7 +137,7 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if check_gradients:
             loss.backward()
-            grads_finite &= all_gradients_finite(model)
+            grads_finite &= gradients_finite(model)
             optimizer.step()
         else:
             precision.step(loss, optimizer)
@@ -144,14 +149,21 @@ def train_one_epoch(
         seen += len(y)
     seconds = time.perf_counter() - started
     seen = max(seen, 1)
-    return EpochStats(total_loss.item() / seen, correct.item() / seen, seen, seconds, grads_finite)
+    return EpochStats(
+        total_loss.item() / seen, correct.item() / seen, seen, seconds, bool(grads_finite.item())
+    )
+
+
+def gradients_finite(model: nn.Module) -> torch.Tensor:
+    """Whether every gradient is finite, as a bool tensor on the model's device (no host sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack([torch.isfinite(g).all() for g in grads]).all()
 
 
 def all_gradients_finite(model: nn.Module) -> bool:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+    return bool(gradients_finite(model))
 
 
 @torch.no_grad()
@@ -175,31 +187,33 @@ class Evaluation:
     macro_f1: float
     predictions: list[int] = field(repr=False, default_factory=list)
     labels: list[int] = field(repr=False, default_factory=list)
+    # Class probabilities [N, K] (float32), for top-k accuracy and calibration.
+    probabilities: np.ndarray | None = field(repr=False, default=None)
+    num_classes: int = 0
 
     def score(self, metric: str) -> float:
-        return self.macro_f1 if metric == "macroF1" else self.accuracy
+        """balancedAccuracy, macroF1 or accuracy (see crucible.trainer.metrics)."""
+        return metrics.score(metric, self.labels, self.predictions, self.num_classes)
+
+    def report(self) -> metrics.Report:
+        return metrics.report(self.labels, self.predictions, self.num_classes, self.probabilities)
 
 
 def evaluate(model: nn.Module, feed: Feed, precision: Precision, num_classes: int) -> Evaluation:
     logits, labels = predict(model, feed, precision)
     loss = nn.functional.cross_entropy(logits, labels).item() if len(labels) else float("nan")
-    predicted = logits.argmax(1)
-    accuracy = (predicted == labels).float().mean().item() if len(labels) else 0.0
+    predicted = logits.argmax(1).tolist()
+    truth = labels.tolist()
+    probabilities = torch.softmax(logits, dim=1).cpu().numpy() if len(labels) else None
     return Evaluation(
-        loss, accuracy, macro_f1(predicted, labels, num_classes), predicted.tolist(), labels.tolist()
+        loss,
+        metrics.accuracy(truth, predicted),
+        metrics.macro_f1(truth, predicted, num_classes),
+        predicted,
+        truth,
+        probabilities,
+        num_classes,
     )
-
-
-def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """Mean F1 over the classes present in labels or predictions."""
-    scores = []
-    for c in range(num_classes):
-        tp = ((predicted == c) & (labels == c)).sum().item()
-        fp = ((predicted == c) & (labels != c)).sum().item()
-        fn = ((predicted != c) & (labels == c)).sum().item()
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores) if scores else 0.0
 
 
 EpochCallback = Callable[[int, EpochStats, "Evaluation | None"], None]
@@ -211,6 +225,8 @@ class FitResult:
     history: list[dict]
     train_seconds: float
     images_seen: int
+    # Every step's loss and (when checked) gradients were finite: the finalTraining check.
+    finite: bool = True
 
 
 def rng_state() -> dict:
@@ -247,15 +263,22 @@ def fit(
     on_epoch: EpochCallback | None = None,
     resume: dict | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
+    check_gradients: bool = False,
+    stopper: EarlyStopping | None = None,
 ) -> FitResult:
     """Train for `epochs`, optionally evaluating on `val` after each epoch.
 
-    `on_checkpoint` gets the whole training state after every epoch; given back as `resume`, the
-    run continues after that epoch exactly as if it had never stopped."""
+    With `check_gradients`, gradients are checked for non-finite values at every step (loss-scaled
+    fp16 skips such steps by design, so it is checked only without a scaler); the fit stops at the
+    first epoch with a non-finite loss or gradient, and `FitResult.finite` says so. `stopper` (early
+    stopping on `val`) may end it sooner; it keeps the best epoch's weights, restored by the caller.
+
+    `on_checkpoint` gets the whole training state after every epoch, early stopping's included; given
+    back as `resume`, the run continues after that epoch exactly as if it had never stopped."""
     optimizer = make_optimizer(model, hp)
     scheduler = make_scheduler(optimizer, hp, epochs, len(train))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    history, seconds, seen, start = [], 0.0, 0, 0
+    history, seconds, seen, start, finite, stopped = [], 0.0, 0, 0, True, False
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -265,9 +288,23 @@ def fit(
             precision.scaler.load_state_dict(resume["scaler"])
         history, seconds, seen, start = resume["history"], resume["seconds"], resume["seen"], resume["epoch"]
         set_rng_state(resume["rng"])
+        finite, stopped = resume.get("finite", True), resume.get("stopped", False)
+        if stopper is not None and resume.get("stopper") is not None:
+            stopper.load_state_dict(resume["stopper"])
     for epoch in range(start, epochs):
+        if stopped:
+            break  # stopped early (or diverged) before a restart
         train.set_epoch(epoch)
-        stats = train_one_epoch(model, train, optimizer, scheduler, loss_fn, precision)
+        stats = train_one_epoch(
+            model,
+            train,
+            optimizer,
+            scheduler,
+            loss_fn,
+            precision,
+            check_gradients=check_gradients and precision.scaler is None,
+        )
+        finite &= math.isfinite(stats.loss) and stats.grads_finite
         seconds += stats.seconds
         seen += stats.images
         evaluation = evaluate(model, val, precision, num_classes) if val is not None else None
@@ -275,6 +312,10 @@ def fit(
         if evaluation is not None:
             entry.update(valLoss=evaluation.loss, valAccuracy=evaluation.accuracy)
         history.append(entry)
+        # Decided before the checkpoint, so a restart after it knows the fit is over.
+        stopped = not finite or (
+            stopper is not None and evaluation is not None and stopper.update(epoch + 1, evaluation)
+        )
         if on_checkpoint is not None:
             on_checkpoint(
                 {
@@ -287,8 +328,11 @@ def fit(
                     "seconds": seconds,
                     "seen": seen,
                     "rng": rng_state(),
+                    "finite": finite,
+                    "stopped": stopped,
+                    "stopper": stopper.state_dict() if stopper is not None else None,
                 }
             )
         if on_epoch is not None:
             on_epoch(epoch, stats, evaluation)
-    return FitResult(model, history, seconds, seen)
+    return FitResult(model, history, seconds, seen, finite)

@@ -1,7 +1,8 @@
 """Pictures in batches: decoded per item by DataLoader workers, normalized per batch on the device.
 
-Every stage reads data through here: the normalization statistics, the debug gate, each
-cross-validation fold, final training and the held-out evaluation.
+Every stage reads data through here: the normalization statistics, the data survey (data checks and
+baselines), the debug gate, each cross-validation fold, final training, the validation and held-out
+evaluations.
 
 Randomness is carried by the batches, not by processes: the sampler (in the trainer's process)
 draws each epoch's order and one seed per item from (seed, epoch), and an item's augmentation uses
@@ -248,6 +249,10 @@ class Feed:
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
+    def pixels(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches as decoded: uint8 pixels [B, 3, H, W] and labels, on the CPU."""
+        yield from self.loader
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for pixels, labels in self.loader:
             # uint8 crosses to the device (a quarter of float32's bytes), then is scaled there.
@@ -282,32 +287,6 @@ def normalization_of(
     std = ((squares / max(count, 1) - mean * mean).clamp_min(0) * count / max(count - 1, 1)).sqrt()
     std = std.clamp_min(1e-6)
     return Normalization(tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist()))
-
-
-@dataclass
-class Measured:
-    """Statistics of normalized batches, for the data checks."""
-
-    non_finite: int
-    channel_mean: list[float]
-    channel_std: list[float]
-
-
-def measure_normalized(feed: Feed) -> Measured:
-    """Non-finite values and per-channel mean and std of everything the feed yields."""
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
-    count, non_finite = 0, 0
-    for x, _ in feed:
-        finite = torch.isfinite(x)
-        non_finite += int((~finite).sum())
-        x = torch.where(finite, x, 0).double().cpu()
-        total += x.sum(dim=(0, 2, 3))
-        squares += (x * x).sum(dim=(0, 2, 3))
-        count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / max(count, 1)
-    std = (squares / max(count, 1) - mean * mean).clamp_min(0).sqrt()
-    return Measured(non_finite, mean.tolist(), std.tolist())
 
 
 @dataclass

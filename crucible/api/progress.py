@@ -6,7 +6,7 @@ The trainer prints one line per stage and per epoch to stdout (no terminal neede
     [   3.1s] stage Cross-validation
     [  40.6s] fold 2/5 epoch 3/8 loss 0.4100 acc 0.8800 212 img/s
     [  95.0s] stage Final training
-    [ 120.2s] final epoch 3/20 loss 0.2100 acc 0.9400 230 img/s held-out loss 0.2500 acc 0.9300
+    [ 120.2s] final epoch 3/20 loss 0.2100 acc 0.9400 230 img/s validation loss 0.2500 acc 0.9300
 
 Other lines (notes: skipped files, finished folds, resuming) may come between them.
 """

@@ -20,6 +20,8 @@ SPEC = fast_spec(
     gates={
         "debug": {"enabled": False},
         "crossValidation": {"folds": 3, "epochs": 2, "minMean": 0.3, "maxStd": 0.5},
+        # Two epochs per fold do not beat a linear model of 3x3 thumbnails; of 1x1 ones (mean colour) they do.
+        "baseline": {"thumbnailSize": 1},
         "overfitting": {"enabled": False},
     },
 )
@@ -61,8 +63,8 @@ def test_a_killed_run_resumes_without_rerunning_finished_folds(tmp_path):
     assert whole.phase == "Succeeded", whole.reason
     output = tmp_path / "out"
 
-    _kill_at(_crucible_train(tmp_path, output), "fold 1/3: accuracy")
-    restarted = _kill_at(_crucible_train(tmp_path, output, "--restart"), "fold 2/3: accuracy")
+    _kill_at(_crucible_train(tmp_path, output), "fold 1/3: balancedAccuracy")
+    restarted = _kill_at(_crucible_train(tmp_path, output, "--restart"), "fold 2/3: balancedAccuracy")
     assert "fold 1/3 epoch 1/2" in _log_text(restarted), "--restart trains fold 1 again"
     assert "resuming" not in _log_text(restarted)
     assert (output / CHECKPOINT_FILE).is_file() and not (output / "model.pt").exists()
@@ -88,5 +90,41 @@ def test_a_killed_run_resumes_without_rerunning_finished_folds(tmp_path):
     assert result["gates"]["crossValidation"]["folds"] == pytest.approx(
         whole.gates["crossValidation"].folds, abs=1e-6
     )
+    assert result["gates"]["baseline"]["lift"] == pytest.approx(whole.gates["baseline"].lift, abs=1e-6)
     assert result["artifact"]["sha256"] == whole.artifact.sha256
     assert not (output / CHECKPOINT_FILE).exists(), "a finished run leaves no checkpoint behind"
+
+
+def test_a_final_fit_stopped_mid_way_resumes_its_early_stopping_and_exports_the_same_best_weights(tmp_path):
+    spec = fast_spec(
+        dataset={"sampleFraction": 0.3, "imageSize": 12},
+        hyperparameters={"epochs": 10, "earlyStopping": {"patience": 2, "metric": "accuracy"}},
+        gates={"debug": {"enabled": False}, "crossValidation": {"enabled": False}},
+    )
+    figures = []
+    whole = train(spec, RunContext(name="whole", output_dir=tmp_path / "whole", device="cpu"))
+    assert whole.phase == "Succeeded", whole.reason
+    stopped_at = whole.metrics["epochsTrained"]
+    assert 5 < stopped_at < 10, "the validation accuracy peaks before the last epoch and training stops"
+
+    class Evicted(Exception):
+        pass
+
+    def evicted_after_epoch_five(epoch, values):
+        if epoch == 5:
+            raise Evicted  # after epoch 5's checkpoint: the best epoch so far is behind it
+
+    output = tmp_path / "out"
+    with pytest.raises(Evicted):
+        train(spec, RunContext(name="r", output_dir=output, device="cpu", on_epoch=evicted_after_epoch_five))
+    assert (output / CHECKPOINT_FILE).is_file()
+
+    def record(epoch, values):
+        figures.append(epoch)
+
+    resumed = train(spec, RunContext(name="r", output_dir=output, device="cpu", on_epoch=record))
+    assert resumed.phase == "Succeeded", resumed.reason
+    assert figures and figures[0] == 6, "epochs 1-5 are not trained again"
+    assert resumed.metrics["epochsTrained"] == stopped_at
+    assert resumed.gates["finalTraining"].passed
+    assert resumed.artifact.sha256 == whole.artifact.sha256, "the best epoch's weights, as uninterrupted"

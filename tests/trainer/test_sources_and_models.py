@@ -82,7 +82,7 @@ def test_pretrained_weights_load_from_a_local_file_and_the_head_is_replaced(tmp_
     assert model.fc.out_features == 3
 
 
-def test_pretrained_weights_bring_imagenet_normalization_to_the_card_and_the_debug_gate(tmp_path):
+def test_pretrained_weights_bring_imagenet_normalization_to_the_card_and_pass_the_debug_gate(tmp_path):
     torch.save(build_model("tiny_cnn", num_classes=10).state_dict(), tmp_path / "tiny.pt")
     spec = fast_spec(
         model={"pretrainedWeights": str(tmp_path / "tiny.pt")},
@@ -98,5 +98,6 @@ def test_pretrained_weights_bring_imagenet_normalization_to_the_card_and_the_deb
         "source": "imagenet",
     }
     assert card["preprocess"]["resize"] == "stretch"
-    mean_check = result.gates["debug"].checks["normalizedMean"]
-    assert mean_check.threshold == 1.0 and mean_check.value > 0.1, "digits are not ImageNet photos"
+    # Digits are not ImageNet photos: the debug gate holds the data to checks that do not depend on
+    # the normalization, so statistics the data only roughly matches fail nothing.
+    assert result.gates["debug"].passed
