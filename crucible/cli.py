@@ -11,6 +11,7 @@ from pathlib import Path
 from crucible import __version__
 
 EXIT_INVALID = 2
+EXIT_NOT_COMPARABLE = 1
 
 
 def _local_output(explicit: str | None, spec_uri: str | None, name: str) -> Path:
@@ -40,7 +41,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output = _local_output(args.output, uri, resource.name)
     from crucible.trainer.cli import run_and_report
 
-    return run_and_report(spec, resource.name, output, args.json, args.device, remote)  # type: ignore[arg-type]
+    return run_and_report(
+        spec,  # type: ignore[arg-type]
+        resource.name,
+        output,
+        args.json,
+        args.device,
+        remote,
+        restart=args.restart,
+    )
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from crucible.compare import NotComparable, RunUnreadable, compare, load_run, render
+
+    try:
+        comparison = compare(load_run(Path(args.run_a)), load_run(Path(args.run_b)))
+    except RunUnreadable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except NotComparable as error:
+        print(f"error: {args.run_a} and {args.run_b} are {error}", file=sys.stderr)
+        return EXIT_NOT_COMPARABLE
+    print(render(comparison, args.alpha))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--json", action="store_true", help="Print the result JSON on stdout, no tables.")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to train.")
+    train.add_argument(
+        "--restart",
+        action="store_true",
+        help="Start over: ignore the checkpoint a stopped run left in the output (by default it resumes).",
+    )
     train.set_defaults(handler=_cmd_train)
+
+    compare = commands.add_parser(
+        "compare",
+        help="Compare two exported runs side by side, with McNemar's exact test on their held-out "
+        "predictions. Refuses runs on different data, classes or held-out splits.",
+    )
+    compare.add_argument("run_a", metavar="RUN_DIR", help="A run's output directory (holding model.json).")
+    compare.add_argument("run_b", metavar="RUN_DIR", help="The run to compare it with.")
+    compare.add_argument(
+        "--alpha", type=float, default=0.05, help="Significance level of the test (default 0.05)."
+    )
+    compare.set_defaults(handler=_cmd_compare)
 
     for register in _optional_commands():
         register(commands)

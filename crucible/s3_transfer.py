@@ -105,6 +105,24 @@ class S3Directory:
         except (BotoCoreError, ClientError, Boto3Error) as error:
             raise _explain(error, f"cannot upload {self.uri_of(name)}") from None
 
+    def objects(self) -> dict[str, tuple[str, int]]:
+        """Every object below the prefix: its name relative to the prefix -> (ETag, size)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        found: dict[str, tuple[str, int]] = {}
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.location.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if not item["Key"].endswith("/"):
+                        found[item["Key"][len(prefix) :]] = (item["ETag"].strip('"'), int(item["Size"]))
+        except (BotoCoreError, ClientError) as error:
+            raise _explain(error, f"cannot list {self.location.uri}") from None
+        return found
+
     def download(self, name: str, path: Path) -> None:
         """The object `<prefix>/<name>` to `path`; boto3 writes a temporary file and renames it, so a
         failed download never leaves a partial file under `path`."""

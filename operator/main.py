@@ -9,6 +9,7 @@ operator` (command.py) runs all of it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -29,8 +30,11 @@ from crucible.operator.tuningjob.reconcile import Tuning
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
-    """Our own annotations for kopf's bookkeeping, our own Events, and the services handlers call."""
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, running_runs: kopf.Index, **_: object
+) -> None:
+    """Our own annotations for kopf's bookkeeping, our own Events, the services handlers call, and the
+    reader of running trainers' logs (status.progress), which follows the live index of running runs."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
@@ -43,6 +47,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
     memo.training = Training(kube, config)
     memo.serving = Serving(kube, config)
     memo.tuning = Tuning(kube, config)
+    memo.progress_reader = asyncio.create_task(memo.training.follow_progress(running_runs))
 
 
 @kopf.on.login()
@@ -61,6 +66,8 @@ async def login(
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: object) -> None:
+    if "progress_reader" in memo:
+        memo.progress_reader.cancel()
     await memo.kube.close()
 
 

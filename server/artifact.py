@@ -15,6 +15,8 @@ from pathlib import Path
 from crucible.checksums import sha256_of
 
 CARD_FILE = "model.json"
+# As in crucible.trainer.imaging (not imported: this module stays light enough for the operator).
+RESIZE_POLICIES = ("stretch", "shorterSideCrop", "letterbox")
 DEFAULT_WEIGHTS_FILE = "model.pt"
 
 
@@ -35,6 +37,7 @@ class ModelCard:
     dropout: float
     weights_file: str
     sha256: str
+    resize: str = "stretch"  # the eval transform's resize policy (cards before it existed: stretch)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ def _parse_card(document: dict, where: Path) -> ModelCard:
         dropout = float(document.get("dropout") or 0.0)
     except (TypeError, ValueError):
         raise card.error(f"dropout must be a number, got {document.get('dropout')!r}") from None
+    resize = "stretch"
+    if isinstance(document.get("preprocess"), dict):
+        resize = str(document["preprocess"].get("resize", "stretch"))
+        if resize not in RESIZE_POLICIES:
+            raise card.error(f"preprocess.resize {resize!r} is not one of {', '.join(RESIZE_POLICIES)}")
     return ModelCard(
         name=str(card.get("name")),
         architecture=str(card.get("architecture")),
@@ -102,6 +110,7 @@ def _parse_card(document: dict, where: Path) -> ModelCard:
         dropout=dropout,
         weights_file=weights_file,
         sha256=str(sha256),
+        resize=resize,
     )
 
 

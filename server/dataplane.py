@@ -82,6 +82,8 @@ class DataPlane:
                 "architecture": card.architecture,
                 "classes": model.classes,
                 "normalization": {"mean": list(card.mean), "std": list(card.std), "scale": "pixels / 255"},
+                # How /predict resizes an upload; UINT8 tensors must arrive resized the same way.
+                "resize": card.resize,
                 "sha256": card.sha256,
             },
         }
@@ -115,7 +117,7 @@ class DataPlane:
             )
         k = min(top_k or self.settings.default_top_k, len(model.classes))
         # Decoding a large JPEG takes milliseconds: off the event loop.
-        images = await asyncio.to_thread(decode_images, files, model.image_shape[1:])
+        images = await asyncio.to_thread(decode_images, files, model.image_shape[1:], model.card.resize)
         probabilities = await batcher.submit(images)
         return {
             "model_name": model.name,

@@ -1,7 +1,8 @@
 """Uploaded image files -> raw RGB pixels at the model's input size.
 
-Images go through the same steps as the trainer's image folders (`convert("RGB")`, bilinear resize),
-so a picture uploaded here reaches the model as a picture in the training set did.
+Images go through the trainer's own decoding and eval transform (`crucible.trainer.imaging`: EXIF
+orientation, alpha onto the same background, the resize policy the model card records), so a picture
+uploaded here reaches the model as a picture in the training set did.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from crucible.server.errors import InvalidInput, UnsupportedMediaType
+from crucible.trainer.imaging import resize, to_rgb
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 # A decompression bomb (a small file that expands to gigapixels) is refused before it is decoded.
 MAX_PIXELS = 64 * 1024 * 1024
 
 
-def decode_image(data: bytes, filename: str, size: tuple[int, int]) -> np.ndarray:
-    """One PNG or JPEG file -> uint8 pixels [3, H, W] resized to `size` (H, W)."""
+def decode_image(data: bytes, filename: str, size: tuple[int, int], policy: str = "stretch") -> np.ndarray:
+    """One PNG or JPEG file -> uint8 pixels [3, H, W] at `size` (H, W) by the resize `policy`."""
     if not data:
         raise InvalidInput(f"file {filename!r} is empty")
     try:
@@ -37,7 +39,12 @@ def decode_image(data: bytes, filename: str, size: tuple[int, int]) -> np.ndarra
                 raise InvalidInput(
                     f"file {filename!r} is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels"
                 )
-            rgb = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            image.load()
+            rgb = to_rgb(image)
+            if policy == "stretch" or size[0] != size[1]:
+                rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
+            else:
+                rgb = resize(rgb, size[0], policy)
     except UnidentifiedImageError:
         raise UnsupportedMediaType(f"file {filename!r} is not an image; accepted: PNG, JPEG") from None
     except (
@@ -51,6 +58,8 @@ def decode_image(data: bytes, filename: str, size: tuple[int, int]) -> np.ndarra
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode_images(files: list[tuple[str, bytes]], size: tuple[int, int]) -> np.ndarray:
+def decode_images(
+    files: list[tuple[str, bytes]], size: tuple[int, int], policy: str = "stretch"
+) -> np.ndarray:
     """Every uploaded file, in order, as one uint8 batch [N, 3, H, W]."""
-    return np.ascontiguousarray(np.stack([decode_image(data, name, size) for name, data in files]))
+    return np.ascontiguousarray(np.stack([decode_image(data, name, size, policy) for name, data in files]))

@@ -30,7 +30,7 @@ FAST_SPEC = {
     "hyperparameters": {"epochs": 4, "batchSize": 64, "learningRate": 0.01},
     "gates": {
         "debug": {"overfitSteps": 30},
-        "crossValidation": {"folds": 3, "epochs": 2, "minMean": 0.8, "maxStd": 0.1},
+        "crossValidation": {"folds": 3, "epochs": 2, "maxStd": 0.1},
         "overfitting": {"maxGap": 0.1},
     },
 }

@@ -69,6 +69,7 @@ def run_and_report(
     artifact_uri: str | None = None,
     termination_log: Path | None = None,
     study_trial: StudyTrial | None = None,
+    restart: bool = False,
 ) -> int:
     """Train, print the outcome, and return the exit code (0 ok, 1 gate or training failed, 2 invalid).
 
@@ -77,7 +78,7 @@ def run_and_report(
     from crucible.s3_transfer import S3Error
     from crucible.trainer import export
     from crucible.trainer.data import DatasetError
-    from crucible.trainer.progress import BarReporter, SilentReporter
+    from crucible.trainer.progress import SilentReporter
     from crucible.trainer.publish import remote_uri
     from crucible.trainer.run import RunContext, train
 
@@ -85,8 +86,10 @@ def run_and_report(
     try:
         artifact_uri = remote_uri(artifact_uri, "--artifact-uri") or artifact_uri
         preflight(spec, device, artifact_uri)
-        reporter = SilentReporter() if as_json else BarReporter()
-        context = RunContext(name, output_dir, device, artifact_uri, termination_log, reporter)
+        reporter = _reporter(as_json)
+        context = RunContext(
+            name, output_dir, device, artifact_uri, termination_log, reporter, restart=restart
+        )
         context.on_epoch = hook_or_none(study_trial, spec.hyperparameters.epochs)
         result = train(spec, context)
     except TrialPruned as pruned:
@@ -105,6 +108,15 @@ def run_and_report(
     else:
         print_summary(result, output_dir)
     return EXIT_OK if result.phase == "Succeeded" else EXIT_FAILED
+
+
+def _reporter(as_json: bool):
+    """Bars on a terminal; plain lines otherwise (stdout in a pod, stderr when stdout holds the JSON)."""
+    from crucible.trainer.progress import BarReporter, LineReporter
+
+    if as_json:
+        return LineReporter(sys.stderr)
+    return BarReporter() if sys.stderr.isatty() else LineReporter(sys.stdout)
 
 
 def _read_spec(path: str) -> TrainingRunSpec:
@@ -144,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help="Print the result JSON on stdout.")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="Start over: ignore the checkpoint a stopped run left in --output (by default it resumes).",
+    )
     study = parser.add_argument_group("tuning trial", "Report to a study and stop when it prunes the run.")
     study.add_argument("--study-storage", help="The study's gRPC storage proxy: grpc://host:port.")
     study.add_argument("--study-name", help="The study this run is a trial of.")
@@ -169,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         args.artifact_uri,
         args.termination_log,
         study_trial,
+        args.restart,
     )
 
 

@@ -1,106 +1,195 @@
-"""Load and curate image data into in-memory tensors, split, and normalize.
+"""The dataset as an index: which picture each item is and its label; no pixels are held.
 
-Images are held as float32 tensors [N, 3, H, W] scaled to [0, 1], the same scale the server gets
-from `pixels / 255`, so a model trained here sees at inference exactly what it saw in training.
+A source knows how to read item i as an RGB picture (an image file decoded on demand, or one of
+the bundled tiny sets generated on demand). Curation and splits only narrow the index, so memory
+does not grow with the dataset's size beyond the list of paths and labels; `pipeline.py` decodes
+items per batch.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from crucible.api.trainingrun import DatasetSpec
+from crucible.s3 import is_s3_uri
+from crucible.trainer.imaging import channels_first, is_candidate_image, open_rgb, resize, to_rgb
+from crucible.trainer.remote import check_remote, default_cache_dir, sync
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Bad files named in an error or in the result; the count covers the rest.
+BAD_FILES_SHOWN = 5
 
 
 class DatasetError(ValueError):
     """The dataset cannot be read as specified; the message names the field."""
 
 
+# The bundled sources keep their items decoded at the training size when it takes at most this much.
+PIXEL_CACHE_BYTES = 256 * 1024 * 1024
+
+
+class Source(Protocol):
+    def read(self, item: int) -> Image.Image: ...
+    def digest(self, item: int) -> bytes: ...
+    def name(self, item: int) -> str: ...
+
+
+class _PixelCache:
+    """uint8 [N, 3, size, size] of every item after the eval resize, for the bundled in-memory
+    sources only, and only while small (`PIXEL_CACHE_BYTES`): batches are then plain indexing."""
+
+    in_memory = True
+    labels: np.ndarray
+
+    def read(self, item: int) -> Image.Image:
+        raise NotImplementedError
+
+    def eval_pixels(self, size: int, policy: str) -> np.ndarray | None:
+        key = (size, policy)
+        cache = getattr(self, "_cache", None)
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        if len(self.labels) * 3 * size * size > PIXEL_CACHE_BYTES:
+            return None
+        pixels = np.stack(
+            [channels_first(resize(self.read(i), size, policy)) for i in range(len(self.labels))]
+        )
+        self._cache = (key, pixels)
+        return pixels
+
+
+class DigitsSource(_PixelCache):
+    """scikit-learn's bundled 8x8 digits, held as uint8 (115 KB): ink bright, background dark."""
+
+    def __init__(self) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        self.pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+        self.labels = digits.target.astype(np.int64)
+        self.classes = [str(name) for name in digits.target_names]
+
+    def read(self, item: int) -> Image.Image:
+        return Image.fromarray(self.pixels[item], mode="L").convert("RGB")
+
+    def digest(self, item: int) -> bytes:
+        return hashlib.sha256(self.pixels[item].tobytes()).digest()
+
+    def name(self, item: int) -> str:
+        return f"digits[{item}]"
+
+
+class FakeSource(_PixelCache):
+    """Random pictures for smoke tests, each generated from (seed, item)."""
+
+    def __init__(self, count: int, size: int, num_classes: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self.labels = np.random.default_rng([seed, count]).integers(0, num_classes, count).astype(np.int64)
+
+    def read(self, item: int) -> Image.Image:
+        rng = np.random.default_rng([self.seed, item])
+        return Image.fromarray(rng.integers(0, 256, (self.size, self.size, 3), dtype=np.uint8))
+
+    def digest(self, item: int) -> bytes:
+        return hashlib.sha256(f"fake:{self.seed}:{self.size}:{item}".encode()).digest()
+
+    def name(self, item: int) -> str:
+        return f"fake[{item}]"
+
+
+class FolderSource:
+    """Image files, decoded when read. Paths live in one numpy array: workers forked from the
+    trainer share it without copying pages (a list of str objects would be copied on touch)."""
+
+    in_memory = False
+
+    def __init__(self, root: Path, paths: list[str], digests: list[bytes]) -> None:
+        self.root = root
+        # UTF-8 bytes: numpy's str dtype would take 4 bytes per character.
+        self.paths = np.array([path.encode() for path in paths], dtype=bytes)
+        self.digests = np.array(digests, dtype="S32")
+
+    def read(self, item: int) -> Image.Image:
+        return open_rgb(self.root / self.paths[item].decode())
+
+    def digest(self, item: int) -> bytes:
+        return bytes(self.digests[item])
+
+    def name(self, item: int) -> str:
+        return self.paths[item].decode()
+
+
+@dataclass
+class DatasetReport:
+    """What the loader skipped and why, for the log and the result."""
+
+    bad_files: int = 0
+    bad_file_examples: list[str] = field(default_factory=list)
+    ignored_folders: list[str] = field(default_factory=list)
+    # For an s3:// dataset: objects fetched into the local cache, and objects the cache already held.
+    downloaded: int | None = None
+    reused: int | None = None
+
+    def to_dict(self) -> dict:
+        document: dict = {"badFiles": self.bad_files}
+        if self.downloaded is not None:
+            document |= {"downloaded": self.downloaded, "reused": self.reused}
+        if self.bad_file_examples:
+            document["badFileExamples"] = self.bad_file_examples
+        if self.ignored_folders:
+            document["ignoredFolders"] = {
+                "count": len(self.ignored_folders),
+                "names": self.ignored_folders[:10],
+            }
+        return document
+
+
 @dataclass
 class ImageData:
-    images: torch.Tensor  # float32 [N, 3, H, W] in [0, 1]
+    """Items of a source (positions into it) with their labels, in label order of `classes`."""
+
+    source: Source
+    items: np.ndarray  # int64 [N], positions in the source
     labels: torch.Tensor  # int64 [N], indexes into classes
     classes: list[str]
+    report: DatasetReport = field(default_factory=DatasetReport)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: np.ndarray | torch.Tensor) -> ImageData:
-        index = torch.as_tensor(index, dtype=torch.long)
-        return ImageData(self.images[index], self.labels[index], self.classes)
+        index = np.asarray(index, dtype=np.int64)
+        return ImageData(
+            self.source, self.items[index], self.labels[torch.as_tensor(index)], self.classes, self.report
+        )
+
+    def image_names(self) -> list[str]:
+        """Where each image came from (a path under the dataset root, or `digits[i]`), so a check can
+        name the images at fault."""
+        return [self.source.name(item) for item in self.items.tolist()]
+
+    def digests(self) -> list[bytes]:
+        """Each image's content hash (the file's bytes for imageFolder), without decoding it."""
+        return [self.source.digest(item) for item in self.items.tolist()]
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
     def fingerprint(self) -> str:
+        """From each item's content hash (file bytes for folders) and label, never from pixels."""
         digest = hashlib.sha256()
-        digest.update(self.images.numpy().tobytes())
-        digest.update(self.labels.numpy().tobytes())
+        for item, label in zip(self.items.tolist(), self.labels.tolist(), strict=True):
+            digest.update(self.source.digest(item))
+            digest.update(label.to_bytes(4, "little"))
         digest.update("\0".join(self.classes).encode())
         return digest.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Normalization:
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def of(cls, images: torch.Tensor) -> Normalization:
-        """Per-channel statistics; call it on the training split only."""
-        mean = images.mean(dim=(0, 2, 3))
-        std = images.std(dim=(0, 2, 3)).clamp_min(1e-6)
-        return cls(tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist()))
-
-    def apply(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=images.dtype).view(1, 3, 1, 1)
-        return (images - mean) / std
-
-    def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std)}
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    resized = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return resized.clamp_(0.0, 1.0)
-
-
-def _load_digits(image_size: int) -> ImageData:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    # 8x8 ink intensities 0..16; ink is bright, background dark.
-    pixels = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = _resize(pixels, image_size).expand(-1, 3, -1, -1).contiguous()
-    labels = torch.tensor(digits.target, dtype=torch.long)
-    return ImageData(images, labels, [str(name) for name in digits.target_names])
-
-
-def _load_fake(spec: DatasetSpec, seed: int) -> ImageData:
-    from torchvision.datasets import FakeData
-    from torchvision.transforms.functional import pil_to_tensor
-
-    num_classes = len(spec.classes) or 10
-    fake = FakeData(
-        size=spec.fake_samples,
-        image_size=(3, spec.image_size, spec.image_size),
-        num_classes=num_classes,
-        random_offset=seed,
-    )
-    images, labels = zip(*((pil_to_tensor(image), label) for image, label in fake), strict=True)
-    stacked = torch.stack(images).float() / 255.0
-    classes = list(spec.classes) or [f"class{i}" for i in range(num_classes)]
-    return ImageData(stacked, torch.tensor(labels, dtype=torch.long), classes)
 
 
 def _folder_path(uri: str) -> Path:
@@ -115,58 +204,122 @@ def _folder_path(uri: str) -> Path:
 
 
 def check_source(spec: DatasetSpec) -> None:
-    """Fail fast, before any work starts, when an imageFolder path does not exist."""
-    if spec.source == "imageFolder":
+    """Fail fast, before any work starts, when an imageFolder path does not exist (or, for s3://,
+    the URI is malformed or there are no credentials)."""
+    if spec.source == "imageFolder" and is_s3_uri(spec.uri):
+        check_remote(spec.uri or "")
+    elif spec.source == "imageFolder":
         root = _folder_path(spec.uri or "")
         if not root.is_dir():
             raise DatasetError(f"spec.dataset.uri: {spec.uri!r} is not a directory")
 
 
-def _load_image_folder(spec: DatasetSpec) -> ImageData:
-    from PIL import Image, UnidentifiedImageError
+class _FileCheck(torch.utils.data.Dataset):
+    """Reads each file once: its sha256 (for the fingerprint) and whether it decodes."""
 
+    def __init__(self, root: Path, paths: list[str]) -> None:
+        self.root, self.paths = root, paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[bytes, str]:
+        try:
+            data = (self.root / self.paths[index]).read_bytes()
+            # A small draft decode reads every byte of a JPEG (truncation shows) at a fraction of the cost.
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format == "JPEG":
+                    image.draft("RGB", (64, 64))
+                image.load()
+                to_rgb(image)
+        except Exception as error:  # Pillow raises many kinds for a bad file; all mean "unreadable"
+            return b"", f"{type(error).__name__}: {error}"
+        return hashlib.sha256(data).digest(), ""
+
+
+def _check_files(root: Path, paths: list[str], workers: int) -> list[tuple[bytes, str]]:
+    loader = torch.utils.data.DataLoader(
+        _FileCheck(root, paths), batch_size=64, num_workers=workers, collate_fn=list
+    )
+    return [entry for batch in loader for entry in batch]
+
+
+def _list_folder(spec: DatasetSpec) -> tuple[Path, list[str], list[int], list[str], list[str]]:
+    """Image files (relative paths, sorted) with labels, the classes, and folders left out."""
     check_source(spec)
     root = _folder_path(spec.uri or "")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
         raise DatasetError(f"spec.dataset.uri: {spec.uri!r} holds no class folders")
-    tensors, labels = [], []
+    classes = list(spec.classes) or found
+    ignored = [name for name in found if name not in classes]
+    paths, labels = [], []
     for label, name in enumerate(classes):
-        for file in sorted((root / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((spec.image_size, spec.image_size), Image.BILINEAR)
-            except (UnidentifiedImageError, OSError) as error:
-                raise DatasetError(f"spec.dataset.uri: cannot read image {file}: {error}") from None
-            tensors.append(torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1))
-            labels.append(label)
-    if not tensors:
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and is_candidate_image(file) and not _hidden(file.relative_to(folder)):
+                paths.append(str(file.relative_to(root)))
+                labels.append(label)
+    return root, paths, labels, classes, ignored
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _load_image_folder(spec: DatasetSpec, workers: int, cache_dir: Path | None) -> ImageData:
+    synced = None
+    if is_s3_uri(spec.uri):
+        check_remote(spec.uri or "")
+        synced = sync(spec.uri or "", cache_dir or default_cache_dir())
+        spec = spec.model_copy(update={"uri": str(synced.directory)})
+    root, paths, labels, classes, ignored = _list_folder(spec)
+    if not paths:
         raise DatasetError(f"spec.dataset.uri: no images found under {spec.uri!r}")
-    images = torch.stack(tensors).float() / 255.0
-    return ImageData(images, torch.tensor(labels, dtype=torch.long), classes)
+    checks = _check_files(root, paths, workers)
+    bad = [f"{path} ({error})" for path, (_, error) in zip(paths, checks, strict=True) if error]
+    if len(bad) > spec.max_bad_files:
+        raise DatasetError(
+            f"spec.dataset.maxBadFiles: {len(bad)} unreadable image file(s) under {spec.uri!r}, more than "
+            f"the {spec.max_bad_files} allowed: {'; '.join(bad[:BAD_FILES_SHOWN])}"
+            + (" ..." if len(bad) > BAD_FILES_SHOWN else "")
+        )
+    good = [i for i, (_, error) in enumerate(checks) if not error]
+    source = FolderSource(root, [paths[i] for i in good], [checks[i][0] for i in good])
+    report = DatasetReport(len(bad), [entry.split(" (")[0] for entry in bad[:BAD_FILES_SHOWN]], ignored)
+    if synced is not None:
+        report.downloaded, report.reused = synced.downloaded, synced.reused
+    labels_kept = torch.tensor([labels[i] for i in good], dtype=torch.long)
+    return ImageData(source, np.arange(len(good), dtype=np.int64), labels_kept, classes, report)
 
 
-def load_dataset(spec: DatasetSpec, seed: int) -> ImageData:
-    """The raw dataset named by the spec, before curation."""
+def load_dataset(spec: DatasetSpec, seed: int, workers: int = 0, cache_dir: Path | None = None) -> ImageData:
+    """The raw dataset named by the spec, before curation; `workers` processes check image files, and
+    an s3:// dataset is brought up to date in `cache_dir` (default: `remote.default_cache_dir()`)."""
     if spec.source == "digits":
-        return _load_digits(spec.image_size)
-    if spec.source == "fake":
-        return _load_fake(spec, seed)
-    return _load_image_folder(spec)
+        source: DigitsSource | FakeSource = DigitsSource()
+        classes = source.classes
+    elif spec.source == "fake":
+        classes = list(spec.classes) or [f"class{i}" for i in range(10)]
+        source = FakeSource(spec.fake_samples, spec.image_size, len(classes), seed)
+    else:
+        return _load_image_folder(spec, workers, cache_dir)
+    labels = torch.from_numpy(source.labels)
+    return ImageData(source, np.arange(len(labels), dtype=np.int64), labels, classes)
 
 
 def select_classes(data: ImageData, classes: list[str]) -> ImageData:
     """Keep only the fixed class list, relabelled in its order. Classes absent from the data stay
     in the list, so the data checks can report them."""
-    if not classes:
+    if not classes or classes == data.classes:
         return data
     position = {name: i for i, name in enumerate(classes)}
     old_to_new = torch.tensor([position.get(name, -1) for name in data.classes], dtype=torch.long)
     new_labels = old_to_new[data.labels]
-    keep = new_labels >= 0
-    return ImageData(data.images[keep], new_labels[keep], list(classes))
+    keep = (new_labels >= 0).numpy()
+    return ImageData(data.source, data.items[keep], new_labels[keep], list(classes), data.report)
 
 
 def curate(data: ImageData, spec: DatasetSpec, seed: int) -> ImageData:

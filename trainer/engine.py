@@ -1,7 +1,6 @@
-"""The math of training: seeding, batching, augmentation, one epoch, evaluation.
+"""The math of training: seeding, one epoch, evaluation, fitting with checkpoints.
 
-Data lives on the device as whole tensors and is batched by index, which avoids DataLoader
-overhead for the in-memory datasets the trainer works with.
+Batches come from a `Feed` (pipeline.py): normalized, augmented, already on the device.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -17,7 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from crucible.api.trainingrun import AugmentationSpec, HyperparametersSpec
+from crucible.api.trainingrun import HyperparametersSpec
+from crucible.trainer import metrics
+from crucible.trainer.early_stopping import EarlyStopping
+from crucible.trainer.pipeline import Feed
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -71,36 +73,6 @@ class Precision:
             self.scaler.update()
 
 
-def augment(images: torch.Tensor, spec: AugmentationSpec, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random crop (pad, shift) and horizontal flip, done on the whole batch at once."""
-    if spec.random_crop and spec.crop_padding > 0:
-        pad = spec.crop_padding
-        n, _, h, w = images.shape
-        padded = nn.functional.pad(images, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
-        rows = (dy.view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
-        cols = (dx.view(n, 1) + torch.arange(w, device=images.device)).view(n, 1, 1, w)
-        batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
-        channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
-        images = padded[batch, channel, rows, cols]
-    if spec.horizontal_flip:
-        flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
-        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    return images
-
-
-def batches(
-    count: int, batch_size: int, generator: torch.Generator, shuffle: bool = True
-) -> Iterator[torch.Tensor]:
-    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
-    # Drop a last batch of one image: BatchNorm cannot train on it.
-    for start in range(0, count, batch_size):
-        index = order[start : start + batch_size]
-        if len(index) > 1 or count == 1:
-            yield index
-
-
 def make_optimizer(model: nn.Module, hp: HyperparametersSpec) -> torch.optim.Optimizer:
     params = model.parameters()
     if hp.optimizer == "sgd":
@@ -118,8 +90,10 @@ def make_scheduler(
     """A per-step schedule, so short runs (cross-validation folds) get the same shape as long ones."""
     total = max(1, epochs * steps_per_epoch)
     if hp.scheduler == "onecycle":
+        # The warm-up must span more than one step (OneCycleLR divides by its length): a quarter of
+        # the steps, or 1.5 steps on the few-step fits of small splits and the debug gate.
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=hp.learning_rate, total_steps=total, pct_start=0.25
+            optimizer, max_lr=hp.learning_rate, total_steps=total, pct_start=min(0.75, max(0.25, 1.5 / total))
         )
     if hp.scheduler == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
@@ -141,36 +115,29 @@ class EpochStats:
 
 def train_one_epoch(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    feed: Feed,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     loss_fn: nn.Module,
-    batch_size: int,
-    generator: torch.Generator,
     precision: Precision,
-    augmentation: AugmentationSpec | None = None,
     check_gradients: bool = False,
 ) -> EpochStats:
-    """One pass over (images, labels), already normalized and on the device."""
+    """One pass over the feed's batches (normalized, on the device, augmented as the feed says)."""
     model.train()
     started = time.perf_counter()
-    total_loss = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    total_loss = torch.zeros((), device=feed.device)
+    correct = torch.zeros((), device=feed.device, dtype=torch.long)
     seen = 0
-    grads_finite = True
-    for index in batches(len(labels), batch_size, generator):
-        index = index.to(images.device)
-        x, y = images[index], labels[index]
-        if augmentation is not None:
-            x = augment(x, augmentation, generator)
+    # Accumulated on the device like the loss: checking every step costs no host sync.
+    grads_finite = torch.ones((), device=feed.device, dtype=torch.bool)
+    for x, y in feed:
         with precision.autocast():
             logits = model(x)
             loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         if check_gradients:
             loss.backward()
-            grads_finite &= all_gradients_finite(model)
+            grads_finite &= gradients_finite(model)
             optimizer.step()
         else:
             precision.step(loss, optimizer)
@@ -182,27 +149,35 @@ def train_one_epoch(
         seen += len(y)
     seconds = time.perf_counter() - started
     seen = max(seen, 1)
-    return EpochStats(total_loss.item() / seen, correct.item() / seen, seen, seconds, grads_finite)
+    return EpochStats(
+        total_loss.item() / seen, correct.item() / seen, seen, seconds, bool(grads_finite.item())
+    )
+
+
+def gradients_finite(model: nn.Module) -> torch.Tensor:
+    """Whether every gradient is finite, as a bool tensor on the model's device (no host sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack([torch.isfinite(g).all() for g in grads]).all()
 
 
 def all_gradients_finite(model: nn.Module) -> bool:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+    return bool(gradients_finite(model))
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, precision: Precision, batch_size: int = 512
-) -> torch.Tensor:
-    """Logits for every image, in eval mode."""
+def predict(model: nn.Module, feed: Feed, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every image of the feed, in eval mode."""
     model.eval()
-    outputs = []
-    for start in range(0, len(images), batch_size):
+    outputs, labels = [], []
+    for x, y in feed:
         with precision.autocast():
-            outputs.append(model(images[start : start + batch_size]).float())
-    return torch.cat(outputs) if outputs else torch.zeros(0)
+            outputs.append(model(x).float())
+        labels.append(y)
+    if not outputs:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outputs), torch.cat(labels)
 
 
 @dataclass
@@ -211,31 +186,34 @@ class Evaluation:
     accuracy: float
     macro_f1: float
     predictions: list[int] = field(repr=False, default_factory=list)
+    labels: list[int] = field(repr=False, default_factory=list)
+    # Class probabilities [N, K] (float32), for top-k accuracy and calibration.
+    probabilities: np.ndarray | None = field(repr=False, default=None)
+    num_classes: int = 0
 
     def score(self, metric: str) -> float:
-        return self.macro_f1 if metric == "macroF1" else self.accuracy
+        """balancedAccuracy, macroF1 or accuracy (see crucible.trainer.metrics)."""
+        return metrics.score(metric, self.labels, self.predictions, self.num_classes)
+
+    def report(self) -> metrics.Report:
+        return metrics.report(self.labels, self.predictions, self.num_classes, self.probabilities)
 
 
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: Precision, num_classes: int
-) -> Evaluation:
-    logits = predict(model, images, precision)
+def evaluate(model: nn.Module, feed: Feed, precision: Precision, num_classes: int) -> Evaluation:
+    logits, labels = predict(model, feed, precision)
     loss = nn.functional.cross_entropy(logits, labels).item() if len(labels) else float("nan")
-    predicted = logits.argmax(1)
-    accuracy = (predicted == labels).float().mean().item() if len(labels) else 0.0
-    return Evaluation(loss, accuracy, macro_f1(predicted, labels, num_classes), predicted.tolist())
-
-
-def macro_f1(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """Mean F1 over the classes present in labels or predictions."""
-    scores = []
-    for c in range(num_classes):
-        tp = ((predicted == c) & (labels == c)).sum().item()
-        fp = ((predicted == c) & (labels != c)).sum().item()
-        fn = ((predicted != c) & (labels == c)).sum().item()
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores) if scores else 0.0
+    predicted = logits.argmax(1).tolist()
+    truth = labels.tolist()
+    probabilities = torch.softmax(logits, dim=1).cpu().numpy() if len(labels) else None
+    return Evaluation(
+        loss,
+        metrics.accuracy(truth, predicted),
+        metrics.macro_f1(truth, predicted, num_classes),
+        predicted,
+        truth,
+        probabilities,
+        num_classes,
+    )
 
 
 EpochCallback = Callable[[int, EpochStats, "Evaluation | None"], None]
@@ -247,49 +225,114 @@ class FitResult:
     history: list[dict]
     train_seconds: float
     images_seen: int
+    # Every step's loss and (when checked) gradients were finite: the finalTraining check.
+    finite: bool = True
+
+
+def rng_state() -> dict:
+    """Every global random state, in types `torch.load(weights_only=True)` reads back."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def fit(
     model: nn.Module,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
+    train: Feed,
     hp: HyperparametersSpec,
     epochs: int,
-    generator: torch.Generator,
     precision: Precision,
-    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val: Feed | None = None,
     num_classes: int = 0,
     on_epoch: EpochCallback | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
+    check_gradients: bool = False,
+    stopper: EarlyStopping | None = None,
 ) -> FitResult:
-    """Train for `epochs`, optionally evaluating on `val` after each epoch."""
+    """Train for `epochs`, optionally evaluating on `val` after each epoch.
+
+    With `check_gradients`, gradients are checked for non-finite values at every step (loss-scaled
+    fp16 skips such steps by design, so it is checked only without a scaler); the fit stops at the
+    first epoch with a non-finite loss or gradient, and `FitResult.finite` says so. `stopper` (early
+    stopping on `val`) may end it sooner; it keeps the best epoch's weights, restored by the caller.
+
+    `on_checkpoint` gets the whole training state after every epoch, early stopping's included; given
+    back as `resume`, the run continues after that epoch exactly as if it had never stopped."""
     optimizer = make_optimizer(model, hp)
-    steps_per_epoch = sum(1 for _ in batches(len(train_y), hp.batch_size, torch.Generator(), shuffle=False))
-    scheduler = make_scheduler(optimizer, hp, epochs, steps_per_epoch)
+    scheduler = make_scheduler(optimizer, hp, epochs, len(train))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    augmentation = (
-        hp.augmentation if (hp.augmentation.random_crop or hp.augmentation.horizontal_flip) else None
-    )
-    history, seconds, seen = [], 0.0, 0
-    for epoch in range(epochs):
+    history, seconds, seen, start, finite, stopped = [], 0.0, 0, 0, True, False
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        if precision.scaler is not None and resume.get("scaler"):
+            precision.scaler.load_state_dict(resume["scaler"])
+        history, seconds, seen, start = resume["history"], resume["seconds"], resume["seen"], resume["epoch"]
+        set_rng_state(resume["rng"])
+        finite, stopped = resume.get("finite", True), resume.get("stopped", False)
+        if stopper is not None and resume.get("stopper") is not None:
+            stopper.load_state_dict(resume["stopper"])
+    for epoch in range(start, epochs):
+        if stopped:
+            break  # stopped early (or diverged) before a restart
+        train.set_epoch(epoch)
         stats = train_one_epoch(
             model,
-            train_x,
-            train_y,
+            train,
             optimizer,
             scheduler,
             loss_fn,
-            hp.batch_size,
-            generator,
             precision,
-            augmentation,
+            check_gradients=check_gradients and precision.scaler is None,
         )
+        finite &= math.isfinite(stats.loss) and stats.grads_finite
         seconds += stats.seconds
         seen += stats.images
-        evaluation = evaluate(model, *val, precision, num_classes) if val is not None else None
+        evaluation = evaluate(model, val, precision, num_classes) if val is not None else None
         entry = {"epoch": epoch + 1, "trainLoss": stats.loss, "trainAccuracy": stats.accuracy}
         if evaluation is not None:
             entry.update(valLoss=evaluation.loss, valAccuracy=evaluation.accuracy)
         history.append(entry)
+        # Decided before the checkpoint, so a restart after it knows the fit is over.
+        stopped = not finite or (
+            stopper is not None and evaluation is not None and stopper.update(epoch + 1, evaluation)
+        )
+        if on_checkpoint is not None:
+            on_checkpoint(
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+                    "history": history,
+                    "seconds": seconds,
+                    "seen": seen,
+                    "rng": rng_state(),
+                    "finite": finite,
+                    "stopped": stopped,
+                    "stopper": stopper.state_dict() if stopper is not None else None,
+                }
+            )
         if on_epoch is not None:
             on_epoch(epoch, stats, evaluation)
-    return FitResult(model, history, seconds, seen)
+    return FitResult(model, history, seconds, seen, finite)

@@ -19,6 +19,8 @@ WEIGHTS_FILE = "model.pt"
 MODEL_FILE = "model.json"
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.png"
+# The exported model's held-out predictions, for paired comparisons of two runs (crucible compare).
+PREDICTIONS_FILE = "predictions.json"
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 
 
@@ -42,6 +44,18 @@ def save_weights(model: nn.Module, output_dir: Path) -> str:
 
 def write_model_card(output_dir: Path, card: dict) -> None:
     (output_dir / MODEL_FILE).write_text(json.dumps(card, indent=2) + "\n")
+
+
+def write_predictions(
+    output_dir: Path, held_out_fingerprint: str, labels: list[int], predictions: list[int], names: list[str]
+) -> None:
+    document = {
+        "heldOutFingerprint": held_out_fingerprint,
+        "labels": labels,
+        "predictions": predictions,
+        "names": names,
+    }
+    (output_dir / PREDICTIONS_FILE).write_text(json.dumps(document, separators=(",", ":")) + "\n")
 
 
 def write_result_file(result: TrainResult, output_dir: Path) -> str:

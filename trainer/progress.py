@@ -1,8 +1,13 @@
-"""Progress reporting for the trainer: silent by default, progress bars in the CLI."""
+"""Progress reporting for the trainer: silent by default, progress bars on a terminal, and plain
+lines elsewhere (a pod's log), one per stage and per epoch."""
 
 from __future__ import annotations
 
-from typing import Protocol
+import sys
+import time
+from typing import Protocol, TextIO
+
+from crucible.api.progress import format_line
 
 
 class Reporter(Protocol):
@@ -66,3 +71,29 @@ class BarReporter:
             total = self.progress.tasks[-1].total or 1
             self.progress.update(self.task, completed=total)
         self.progress.stop()
+
+
+class LineReporter:
+    """One flushed line per stage, epoch and note, for logs read with `kubectl logs -f`.
+
+    The format is crucible.api.progress's, which the operator parses for status.progress."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.started = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        print(format_line(time.monotonic() - self.started, text), file=self.stream, flush=True)
+
+    def stage(self, description: str, total: int | None = None) -> None:
+        self._line(f"stage {description}")
+
+    def advance(self, detail: str = "") -> None:
+        if detail:
+            self._line(detail)
+
+    def note(self, message: str) -> None:
+        self._line(message.strip())
+
+    def close(self) -> None:
+        pass

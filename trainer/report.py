@@ -1,4 +1,4 @@
-"""report.png: learning curves, per-fold cross-validation scores, confusion matrix."""
+"""report.png: learning curves, per-fold cross-validation scores, confusion matrix, per-class scores."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def write_report(
     folds: list[float] | None,
     confusion: np.ndarray | None,
     classes: list[str],
+    per_class: dict | None,
     title: str,
 ) -> None:
     import matplotlib
@@ -20,15 +21,15 @@ def write_report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    curves, fold_axis, matrix_axis = axes
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    curves, fold_axis, matrix_axis, class_axis = axes
     if history:
         epochs = [h["epoch"] for h in history]
         curves.plot(epochs, [h["trainLoss"] for h in history], label="train loss")
         curves.plot(epochs, [h["trainAccuracy"] for h in history], label="train accuracy")
         if "valAccuracy" in history[0]:
-            curves.plot(epochs, [h["valAccuracy"] for h in history], label="held-out accuracy")
-            curves.plot(epochs, [h["valLoss"] for h in history], label="held-out loss", linestyle="--")
+            curves.plot(epochs, [h["valAccuracy"] for h in history], label="validation accuracy")
+            curves.plot(epochs, [h["valLoss"] for h in history], label="validation loss", linestyle="--")
         curves.set_xlabel("epoch")
         curves.legend()
     curves.set_title("Learning curves")
@@ -52,15 +53,17 @@ def write_report(
                 if count:
                     matrix_axis.text(j, i, str(count), ha="center", va="center", fontsize=7)
     matrix_axis.set_title("Confusion matrix (held-out)")
+    if per_class:
+        positions = np.arange(len(classes))
+        width = 0.27
+        for offset, key in zip((-width, 0.0, width), ("precision", "recall", "f1"), strict=True):
+            class_axis.bar(positions + offset, per_class[key], width, label=key)
+        class_axis.set_xticks(positions, classes, rotation=90 if len(classes) > 12 else 0)
+        class_axis.set_ylim(0, 1.05)
+        class_axis.legend(fontsize=7)
+    class_axis.set_title("Per class (held-out)")
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def confusion_matrix(predicted: list[int], labels: list[int], num_classes: int) -> np.ndarray:
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for truth, guess in zip(labels, predicted, strict=True):
-        matrix[truth, guess] += 1
-    return matrix

@@ -98,6 +98,7 @@ def _training_run() -> Kind:
             AGE,
             _column("Pool", ".spec.resources.nodePool", priority=1),
             _column("Reason", ".status.reason", priority=1),
+            _column("Progress", ".status.progress", priority=1, description="Stage and epoch while running."),
         ],
         rules={
             # Once the trainer Job exists, a changed spec would no longer describe the model it makes.

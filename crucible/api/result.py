@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TERMINATION_MESSAGE_LIMIT = 4096
-GATE_ORDER = ("debug", "crossValidation", "overfitting")
+GATE_ORDER = ("debug", "crossValidation", "baseline", "finalTraining", "overfitting", "heldOut")
 
 
 class Check(BaseModel):
@@ -25,6 +25,8 @@ class Check(BaseModel):
     value: float | None
     threshold: float
     passed: bool
+    # A failed check says what is wrong in the domain's words ("class '7' has no images").
+    message: str | None = None
 
 
 class GateReport(BaseModel):

@@ -87,6 +87,12 @@ class TrainingRunStatus(StatusModel):
         None, description="Held-out and training metrics: accuracy, macroF1, loss, cvMean, ..."
     )
     artifact: ArtifactStatus | None = Field(None, description="The exported model, once the run succeeded.")
+    progress: str | None = Field(
+        None,
+        max_length=512,
+        description="While running: the trainer's stage and latest epoch, from its log (refreshed about "
+        "every 30 s), such as `Cross-validation: fold 2/5 epoch 3/8 loss 0.41 acc 0.88 212 img/s`.",
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready (the model is usable) and GatesPassed."
     )

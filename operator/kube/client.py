@@ -153,6 +153,17 @@ class Kube:
     async def get(self, ref: Ref) -> dict | None:
         return await self._request("GET", ref.path())
 
+    async def log(self, pod: Ref, container: str, tail_lines: int) -> str | None:
+        """The last `tail_lines` lines a pod's container wrote (pods/log); None when the pod is gone."""
+        session, server = await self._open()
+        params = {"container": container, "tailLines": str(tail_lines)}
+        async with session.get(server + pod.path("log"), params=params) as resp:
+            if resp.status == 404:
+                return None
+            if resp.status >= 400:
+                raise ApiError(resp.status, resp.reason or "", (await resp.text())[:300])
+            return await resp.text()
+
     async def list(self, ref: Ref, labels: dict[str, str]) -> list[dict]:
         """Objects of a kind in a namespace with all of `labels` (checked here too, to be safe)."""
         selector = ",".join(f"{key}={value}" for key, value in labels.items())

@@ -79,6 +79,9 @@ APPLICATION = (
     # A finished Job's pods are read for the trainer's result (the termination message); canary pods
     # are listed for their IPs, whose /metrics the canary analysis reads.
     Permission("", "pods", ("list",)),
+    # A running trainer's log tail (kubectl logs) becomes its run's status.progress, every
+    # progressIntervalSeconds; the result itself comes only from the termination message.
+    Permission("", "pods/log", ("get",)),
     # Server Deployments (stable and canary tracks): applied and watched; a canary is deleted once it
     # is promoted or rolled back.
     Permission("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),

@@ -17,3 +17,9 @@ class TrainingConfig(SpecModel):
     ttl_seconds_after_finished: int = Field(
         7 * 24 * 3600, ge=0, description="Finished Jobs and their pods are deleted after this long."
     )
+    progress_interval_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="How often a running trainer's log is read for the run's status.progress.",
+    )

@@ -30,3 +30,10 @@ async def trainer_job_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Me
     """A trainer Job deleted before its result was recorded fails its run (no new Job behind its back)."""
     if event.get("type") == "DELETED":
         await memo.training.lost(body)
+
+
+@kopf.index(*TRAINING_RUNS)
+def running_runs(namespace: str, name: str, status: kopf.Status, **_: object) -> dict | None:
+    """Runs whose trainer runs now: the ones whose log is read for status.progress (main.py starts the
+    reader). An index, not a timer: a kopf timer would put a finalizer on every run it follows."""
+    return {(namespace, name): True} if status.get("phase") == "Running" and status.get("jobName") else None

@@ -7,13 +7,18 @@ invalid spec, where no Job exists to report anything.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Iterable
+
+import aiohttp
 import kopf
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.status import TrainingRunStatus
 from crucible.operator.config import OperatorConfig
 from crucible.operator.kube import naming
-from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.client import ApiError, Kube, Ref
 from crucible.operator.kube.ownership import controller_of, controller_uid, uid, unchanged
 from crucible.operator.trainingrun.manifests import CONTAINER, training_children
 from crucible.operator.trainingrun.plan import plan_training
@@ -23,11 +28,14 @@ from crucible.operator.trainingrun.status import (
     invalid_status,
     job_phase,
     lost_status,
+    progress_text,
     termination_of,
 )
 
 FINAL_PHASES = ("Succeeded", "Failed")
 RECREATED_DELAY = 10
+LOG_TAIL_LINES = 200  # the last stage line may lie a few notes and many epoch lines back
+logger = logging.getLogger(__name__)
 
 
 def has_not_finished(status: dict, **_: object) -> bool:
@@ -140,7 +148,7 @@ class Training:
         if job_phase(job) not in FINAL_PHASES:
             if previous.get("phase") in FINAL_PHASES:
                 return None  # an old event of a Job already reported as ended
-            return in_progress_status(job, generation, previous.get("conditions"))
+            return in_progress_status(job, generation, previous.get("conditions"), previous.get("progress"))
         pods = await self.kube.list(
             Ref("v1", "Pod", job["metadata"]["namespace"]), {"job-name": job["metadata"]["name"]}
         )
@@ -148,6 +156,36 @@ class Training:
         return finished_status(
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
         )
+
+    async def follow_progress(self, running: Iterable[tuple[str, str]]) -> None:
+        """Forever: every progressIntervalSeconds, read each running run's trainer log into its
+        status.progress. `running` is the live index of (namespace, name) of runs in phase Running.
+        The result itself still comes only from the termination message; this is for people."""
+        while True:
+            await asyncio.sleep(self.config.training.progress_interval_seconds)
+            for namespace, name in list(running):
+                try:
+                    await self.refresh_progress(namespace, name)
+                except (ApiError, aiohttp.ClientError, TimeoutError) as error:
+                    logger.debug("no progress for %s/%s: %s", namespace, name, error)
+
+    async def refresh_progress(self, namespace: str, name: str) -> None:
+        ref = Ref(naming.API_VERSION_STRING, "TrainingRun", namespace, name)
+        run = await self.kube.get(ref)
+        status = (run or {}).get("status") or {}
+        if run is None or status.get("phase") != "Running" or not status.get("jobName"):
+            return
+        pods = await self.kube.list(Ref("v1", "Pod", namespace), {"job-name": status["jobName"]})
+        started = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Running"]
+        if not started:
+            return
+        pod = max(started, key=lambda item: item["metadata"].get("creationTimestamp") or "")
+        log = await self.kube.log(
+            Ref.of({**pod, "apiVersion": "v1", "kind": "Pod"}), CONTAINER, LOG_TAIL_LINES
+        )
+        text = progress_text(log or "")
+        if text is not None and text != status.get("progress"):
+            await self.kube.patch_status(ref, {"progress": text})
 
 
 def _summary(status: dict) -> str:

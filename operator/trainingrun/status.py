@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from crucible.api.manifest import InvalidSpec
+from crucible.api.progress import progress_of
 from crucible.api.result import GATE_ORDER, TrainResult, parse_result
 from crucible.api.status import ArtifactStatus, GateStatus, TrainingPhase, TrainingRunStatus
 from crucible.operator.kube.conditions import carried_over, condition
@@ -163,8 +164,25 @@ def _times(job: dict, termination: Termination | None) -> dict:
     return {"start_time": status.get("startTime"), "completion_time": ended}
 
 
-def in_progress_status(job: dict, generation: int | None, previous: list[dict] | None) -> TrainingRunStatus:
-    """Pending or Running: no verdict yet."""
+PROGRESS_MAX = 512
+
+
+def progress_text(log: str) -> str | None:
+    """status.progress from the tail of a trainer's log: its stage and latest epoch line, or None while
+    the log holds no progress line (crucible.api.progress reads the trainer's line format)."""
+    progress = progress_of(log)
+    if progress is None:
+        return None
+    stage, line = progress.get("stage", ""), progress.get("line", "")
+    text = f"{stage}: {line}" if stage and line else stage or line
+    return text[:PROGRESS_MAX] or None
+
+
+def in_progress_status(
+    job: dict, generation: int | None, previous: list[dict] | None, progress: str | None = None
+) -> TrainingRunStatus:
+    """Pending or Running: no verdict yet. `progress` (the last one read from the log) is kept while
+    the run runs; a finished run's status has none."""
     phase = job_phase(job)
     message = "training" if phase == "Running" else "waiting for the trainer pod to start"
     conditions = [
@@ -176,6 +194,7 @@ def in_progress_status(job: dict, generation: int | None, previous: list[dict] |
         job_name=job["metadata"]["name"],
         start_time=(job.get("status") or {}).get("startTime"),
         observed_generation=generation,
+        progress=progress if phase == "Running" else None,
         conditions=carried_over(previous, conditions),
     )
 

@@ -21,7 +21,7 @@ def test_defaults_are_filled_in_camel_case():
     spec = TrainingRunSpec().to_dict()
     assert spec["hyperparameters"]["batchSize"] == 64
     assert spec["gates"]["crossValidation"] == {
-        "enabled": True, "folds": 5, "epochs": 6, "metric": "accuracy", "minMean": 0.9, "maxStd": 0.05,
+        "enabled": True, "folds": 5, "epochs": 6, "metric": "balancedAccuracy", "minMean": 0.0, "maxStd": 0.05,
     }  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from crucible.operator.trainingrun.status import (
     finished_status,
     in_progress_status,
     job_phase,
+    progress_text,
     termination_of,
 )
 
@@ -224,3 +225,30 @@ def test_ready_means_serving_at_full_capacity_and_progressing_means_a_rollout_is
         ("False", "ProgressDeadlineExceeded"),
         ("False", "ProgressDeadlineExceeded"),
     ]
+
+
+TRAINER_LOG = """\
+[    2.9s] stage Loading data
+[    3.0s] skipped 1 unreadable file: cats/broken.jpg
+[   14.0s] stage Cross-validation
+[   38.2s] fold 2/5 epoch 2/8 loss 0.5200 acc 0.8300 205 img/s
+[   40.6s] fold 2/5 epoch 3/8 loss 0.4100 acc 0.8800 212 img/s
+"""
+
+
+def test_progress_is_the_stage_and_the_latest_epoch_of_the_trainer_log() -> None:
+    assert (
+        progress_text(TRAINER_LOG) == "Cross-validation: fold 2/5 epoch 3/8 loss 0.4100 acc 0.8800 212 img/s"
+    )
+    assert progress_text(TRAINER_LOG + "[   95.0s] stage Final training\n") == "Final training"
+    assert progress_text("Traceback (most recent call last):\n") is None
+    assert progress_text("") is None
+
+
+def test_a_running_run_keeps_its_progress_and_a_finished_one_has_none() -> None:
+    running = job(active=1)
+    kept = in_progress_status(running, 1, None, progress="Cross-validation: fold 1/5 epoch 1/8")
+    assert kept.to_patch()["progress"] == "Cross-validation: fold 1/5 epoch 1/8"
+    assert in_progress_status(job(), 1, None, progress="stale").to_patch()["progress"] is None  # Pending
+    done = finished_status(job(COMPLETE), ended(0, json.dumps({"phase": "Succeeded"})), 1, None)
+    assert done.to_patch()["progress"] is None  # a null in the merge patch clears the last one

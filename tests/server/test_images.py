@@ -10,6 +10,7 @@ from PIL import Image
 
 from crucible.server import images
 from crucible.server.errors import InvalidInput, UnsupportedMediaType
+from crucible.trainer.imaging import channels_first, resize
 
 
 def encoded(image: Image.Image, image_format: str) -> bytes:
@@ -26,11 +27,33 @@ def test_a_png_is_resized_bilinearly_to_the_input_size_as_channels_first_rgb():
     np.testing.assert_array_equal(pixels, expected)
 
 
-def test_grayscale_and_transparent_images_become_rgb():
+def test_grayscale_and_transparent_images_become_rgb_on_the_training_background():
     gray = images.decode_image(encoded(Image.new("L", (8, 8), 200), "PNG"), "g.png", (8, 8))
     assert gray.shape == (3, 8, 8) and (gray == 200).all()
-    rgba = images.decode_image(encoded(Image.new("RGBA", (8, 8), (10, 20, 30, 0)), "PNG"), "t.png", (8, 8))
-    assert rgba[:, 0, 0].tolist() == [10, 20, 30]
+    clear = images.decode_image(encoded(Image.new("RGBA", (8, 8), (10, 20, 30, 0)), "PNG"), "t.png", (8, 8))
+    assert clear[:, 0, 0].tolist() == [255, 255, 255]
+    opaque = images.decode_image(
+        encoded(Image.new("RGBA", (8, 8), (10, 20, 30, 255)), "PNG"), "o.png", (8, 8)
+    )
+    assert opaque[:, 0, 0].tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize("policy", ["shorterSideCrop", "letterbox"])
+def test_the_card_resize_policy_is_the_trainer_eval_transform(policy):
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    pixels = images.decode_image(encoded(photo, "PNG"), "p.png", (16, 16), policy)
+    np.testing.assert_array_equal(pixels, channels_first(resize(photo, 16, policy)))
+
+
+def test_exif_orientation_is_applied():
+    tall = Image.new("RGB", (20, 40), "white")
+    tall.paste((255, 0, 0), (0, 0, 20, 10))  # red band at the top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise
+    buffer = io.BytesIO()
+    tall.save(buffer, format="JPEG", exif=exif)
+    wide = images.decode_image(buffer.getvalue(), "r.jpg", (20, 40))
+    assert wide[0, 10, 35] > 200 and wide[1, 10, 35] < 80, "the red band turned to the right side"
 
 
 def test_a_jpeg_is_accepted():

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from crucible.api.trainingrun import AugmentationSpec, DatasetSpec
-from crucible.trainer.data import Normalization, curate, load_dataset, split
-from crucible.trainer.engine import augment
+from crucible.trainer.data import curate, load_dataset, split
+from crucible.trainer.pipeline import Feed, Pipeline, Transform, normalization_of
+
+CPU = torch.device("cpu")
 
 
 def _digits(**fields):
@@ -12,11 +15,12 @@ def _digits(**fields):
     return curate(load_dataset(spec, seed=1), spec, seed=1)
 
 
-def test_digits_load_as_rgb_in_unit_range():
+def test_digits_arrive_in_batches_as_rgb_in_unit_range():
     data = _digits(imageSize=16)
-    assert data.images.shape == (1797, 3, 16, 16)
-    assert data.images.min() >= 0.0 and data.images.max() <= 1.0
-    assert data.classes == [str(i) for i in range(10)]
+    assert len(data) == 1797 and data.classes == [str(i) for i in range(10)]
+    x, y = next(iter(Feed(data, Transform(16), None, CPU, batch_size=64)))
+    assert x.shape == (64, 3, 16, 16) and x.dtype == torch.float32 and y.shape == (64,)
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5
 
 
 def test_fixed_classes_are_kept_and_relabelled_in_order():
@@ -40,13 +44,44 @@ def test_split_is_stratified_and_normalization_uses_the_training_split_only():
         abs(a / len(train) - b / len(test)) < 0.01
         for a, b in zip(train.class_counts(), test.class_counts(), strict=True)
     )
-    norm = Normalization.of(train.images)
-    assert torch.allclose(norm.apply(train.images).mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
-    assert norm != Normalization.of(test.images)
+    norm = normalization_of(train, Transform(8), seed=0)
+    batches = [x for x, _ in Feed(train, Transform(8), norm, CPU, batch_size=500)]
+    normalized = torch.cat(batches)
+    assert torch.allclose(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(normalized.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
+    assert norm != normalization_of(test, Transform(8), seed=0)
 
 
-def test_augmentation_keeps_shape_and_changes_pixels():
-    images = torch.rand(8, 3, 16, 16)
+def test_pretrained_weights_normalize_with_imagenet_statistics():
+    data = _digits(imageSize=8)
+    assert Pipeline(8, "stretch", None, CPU, pretrained=True).normalization(data, 0).source == "imagenet"
+
+
+def test_augmentation_changes_pixels_per_item_seed_and_is_repeatable():
+    data = _digits(imageSize=16)
     spec = AugmentationSpec(randomCrop=True, cropPadding=2, horizontalFlip=True)
-    out = augment(images, spec, torch.Generator().manual_seed(0))
-    assert out.shape == images.shape and not torch.equal(out, images)
+    plain = next(iter(Feed(data, Transform(16), None, CPU, 32)))[0]
+    augmented = [
+        next(iter(Feed(data, Transform(16, augmentation=spec), None, CPU, 32, seed=5)))[0] for _ in "ab"
+    ]
+    assert augmented[0].shape == plain.shape and not torch.equal(augmented[0], plain)
+    assert torch.equal(augmented[0], augmented[1])
+
+
+def test_an_epoch_is_the_same_whatever_the_number_of_workers():
+    data = load_dataset(DatasetSpec(source="fake", fakeSamples=40, imageSize=12), seed=0)
+    spec = AugmentationSpec(rotation=20, colorJitter=0.3, randomResizedCrop=True, horizontalFlip=True)
+    runs = []
+    for workers in (0, 2):
+        feed = Feed(
+            data, Transform(12, augmentation=spec), None, CPU, 8, seed=3, shuffle=True, workers=workers
+        )
+        feed.set_epoch(2)
+        runs.append(torch.cat([x for x, _ in feed]))
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_the_fingerprint_follows_content_and_labels():
+    data = _digits(imageSize=8)
+    assert data.fingerprint() == _digits(imageSize=16).fingerprint()
+    assert data.subset(np.arange(100)).fingerprint() != data.subset(np.arange(1, 101)).fingerprint()

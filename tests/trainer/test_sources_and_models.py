@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from PIL import Image
 from crucible.api.trainingrun import DatasetSpec
 from crucible.trainer.data import DatasetError, curate, load_dataset
 from crucible.trainer.models import build_model
+from crucible.trainer.pipeline import Feed, Transform
 from crucible.trainer.run import RunContext, train
 from tests.conftest import fast_spec
 
@@ -49,7 +52,7 @@ def test_image_folder_with_fixed_classes_and_unreadable_image(tmp_path):
     data = curate(load_dataset(spec, 0), spec, 0)
     assert data.classes == ["square", "circle"] and data.class_counts() == [24, 24]
     (root / "square" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match=r"spec.dataset.uri: cannot read image .*broken.png"):
+    with pytest.raises(DatasetError, match=r"spec.dataset.maxBadFiles: 1 unreadable image file.*broken.png"):
         load_dataset(spec, 0)
 
 
@@ -60,7 +63,8 @@ def test_remote_dataset_schemes_are_refused_by_name(tmp_path):
 
 def test_fake_source_gives_the_requested_shape():
     data = load_dataset(DatasetSpec(source="fake", fakeSamples=40, imageSize=12, classes=["a", "b"]), 0)
-    assert data.images.shape == (40, 3, 12, 12) and data.classes == ["a", "b"]
+    pixels, labels = next(iter(Feed(data, Transform(12), None, torch.device("cpu"), batch_size=40)))
+    assert pixels.shape == (40, 3, 12, 12) and data.classes == ["a", "b"] and set(labels.tolist()) == {0, 1}
 
 
 @pytest.mark.parametrize("architecture", ["tiny_cnn", "mobilenet_v3_small", "resnet18", "efficientnet_b0"])
@@ -76,3 +80,24 @@ def test_pretrained_weights_load_from_a_local_file_and_the_head_is_replaced(tmp_
     model = build_model("resnet18", num_classes=3, pretrained_weights=str(tmp_path / "resnet18.pt"))
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert model.fc.out_features == 3
+
+
+def test_pretrained_weights_bring_imagenet_normalization_to_the_card_and_pass_the_debug_gate(tmp_path):
+    torch.save(build_model("tiny_cnn", num_classes=10).state_dict(), tmp_path / "tiny.pt")
+    spec = fast_spec(
+        model={"pretrainedWeights": str(tmp_path / "tiny.pt")},
+        hyperparameters={"epochs": 1},
+        gates={"crossValidation": {"enabled": False}, "overfitting": {"enabled": False}},
+    )
+    result = train(spec, RunContext(name="pre", output_dir=tmp_path / "out", device="cpu"))
+    assert result.phase == "Succeeded", result.reason
+    card = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert card["normalization"] == {
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "source": "imagenet",
+    }
+    assert card["preprocess"]["resize"] == "stretch"
+    # Digits are not ImageNet photos: the debug gate holds the data to checks that do not depend on
+    # the normalization, so statistics the data only roughly matches fail nothing.
+    assert result.gates["debug"].passed

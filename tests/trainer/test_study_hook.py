@@ -115,7 +115,7 @@ def test_a_pruned_trial_ends_failed_with_pruned_true_and_no_model(proxy: StudySt
     assert code == cli.EXIT_FAILED
     result = json.loads((tmp_path / f"termination-{trial.number}").read_text())
     assert result["phase"] == "Failed" and result["pruned"] is True
-    assert result["reason"].startswith("pruned at epoch 1 (accuracy 0.")
+    assert result["reason"].startswith("pruned at epoch 1 (valBalancedAccuracy 0.")
     assert json.loads((output / "result.json").read_text())["pruned"] is True
     assert not (output / "model.pt").exists()
     frozen = study.get_trials()[trial.number]

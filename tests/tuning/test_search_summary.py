@@ -64,4 +64,4 @@ def test_summary_has_counts_best_and_baseline():
         "number": 1, "state": "COMPLETE", "value": 0.97, "params": {LR: 0.02}, "trainingRun": "digits-trial-001",
     }  # fmt: skip
     assert summary["baselineTrial"]["number"] == 0 and summary["baselineTrial"]["value"] == 0.93
-    assert summary["objective"] == {"metric": "accuracy", "direction": "maximize"}
+    assert summary["objective"] == {"metric": "valBalancedAccuracy", "direction": "maximize"}

@@ -63,10 +63,12 @@ def test_pruned_and_crashed_outcomes():
 
 
 def test_intermediate_values_exist_only_for_per_epoch_metrics():
-    figures = {"accuracy": 0.9, "macroF1": 0.89, "loss": 0.3, "trainLoss": 0.2, "trainAccuracy": 0.95}
-    assert intermediate_value(figures, ACCURACY) == 0.9
-    assert intermediate_value(figures, ObjectiveSpec(metric="loss")) == 0.3
+    figures = {"valBalancedAccuracy": 0.9, "valMacroF1": 0.89, "valLoss": 0.3, "trainLoss": 0.2}
+    assert intermediate_value(figures, ObjectiveSpec()) == 0.9
+    assert intermediate_value(figures, ObjectiveSpec(metric="valLoss")) == 0.3
     assert intermediate_value(figures, ObjectiveSpec(metric="cvMean")) is None
+    # Held-out figures are never reported per epoch: a search selecting on them is not pruned.
+    assert intermediate_value({"accuracy": 0.9, **figures}, ACCURACY) is None
 
 
 def test_told_failures_leave_the_search_going():

@@ -1,0 +1,89 @@
+"""Image files -> RGB pictures at the model's input size, the same way in training and serving.
+
+No torch here: the server imports this module to apply the eval transform a model card records,
+so a photo reaches the model exactly as the photos of its training set did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+RESIZE_POLICIES = ("stretch", "shorterSideCrop", "letterbox")
+# Transparent pixels show what a viewer shows behind them; letterbox bars are black.
+BACKGROUND = (255, 255, 255)
+LETTERBOX_FILL = (0, 0, 0)
+
+
+def is_candidate_image(path: Path) -> bool:
+    """An image file by its name; hidden files and macOS `._*` resource forks are not."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer images (mode I, I;16, ...) scaled to 8 bits, not clipped at 255."""
+    pixels = np.asarray(image)
+    if pixels.dtype == np.uint8:
+        return image.convert("L")
+    top = 65535 if image.mode.startswith("I;16") or pixels.max() > 255 else 255
+    scaled = np.clip(pixels.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """Any PIL image as RGB: EXIF orientation applied, alpha composited onto `background`, palette,
+    16-bit, float, grayscale and CMYK images converted."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _to_8bit(image)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(source: str | Path | BinaryIO, draft_size: int | None = None) -> Image.Image:
+    """Decode a file fully into an RGB picture (raises OSError and friends for a bad file).
+
+    With `draft_size`, a JPEG is decoded at the smallest DCT scale still at least that large:
+    several times faster for photos much larger than the training size."""
+    with Image.open(source) as image:
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()
+        return to_rgb(image)
+
+
+def resize(image: Image.Image, size: int, policy: str = "stretch") -> Image.Image:
+    """The eval transform: `size` x `size` by a resize policy (see `RESIZE_POLICIES`).
+
+    stretch: both sides to `size` (aspect ratio lost); shorterSideCrop: the shorter side to `size`,
+    then the centre square; letterbox: the longer side to `size`, bars on the shorter one."""
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize: {policy!r} is not allowed; allowed values: {', '.join(RESIZE_POLICIES)}")
+    width, height = image.size
+    if policy == "stretch" or width == height:
+        return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+    if policy == "shorterSideCrop":
+        scale = size / min(width, height)
+        new = (max(size, round(width * scale)), max(size, round(height * scale)))
+        resized = image.resize(new, Image.BILINEAR)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        return resized.crop((left, top, left + size, top + size))
+    scale = size / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    canvas = Image.new("RGB", (size, size), LETTERBOX_FILL)
+    canvas.paste(image.resize(new, Image.BILINEAR), ((size - new[0]) // 2, (size - new[1]) // 2))
+    return canvas
+
+
+def channels_first(image: Image.Image) -> np.ndarray:
+    """uint8 [3, H, W] pixels of an RGB picture."""
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
