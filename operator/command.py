@@ -45,6 +45,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     crds.set_defaults(handler=_cmd_crds)
 
 
+def operator_identity() -> str:
+    """Who this operator is among its peers: the pod's name ($POD_ID, as the chart sets it), else
+    user@host/start/random as kopf would make it, but with the numeric uid when the user has no passwd
+    entry (images run as uid 65532 with none, where kopf's own getpass.getuser() raises KeyError)."""
+    import datetime
+    import getpass
+    import os
+    import secrets
+    import socket
+
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    return f"{user}@{socket.gethostname()}/{started}/{secrets.token_hex(2)}"
+
+
 def run_operator(
     namespaces: Sequence[str] = (),
     config_path: str | None = None,
@@ -59,7 +80,7 @@ def run_operator(
 
     import kopf
 
-    import crucible.operator.handlers  # noqa: F401  (registers the handlers)
+    import crucible.operator.main  # noqa: F401  (registers the handlers)
     from crucible.operator.config import load_config
 
     memo = kopf.Memo(config=load_config(config_path), kubeconfig=kubeconfig)
@@ -72,6 +93,7 @@ def run_operator(
         **peering_options,
         liveness_endpoint=liveness or None,
         memo=memo,
+        identity=operator_identity(),
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )

@@ -7,7 +7,15 @@ import math
 import pytest
 
 from crucible.api.modeldeployment import AnalysisSpec
-from crucible.operator.analysis import FAIL, INCONCLUSIVE, PASS, Counters, analyse, parse, quantile
+from crucible.operator.modeldeployment.rollout.analysis import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Counters,
+    analyse,
+    parse,
+    quantile,
+)
 from crucible.server.metrics import ServerMetrics
 
 INFER = "/v2/models/{name}/infer"

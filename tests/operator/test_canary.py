@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crucible.api.modeldeployment import RolloutSpec
-from crucible.operator.analysis import Counters, Sample
-from crucible.operator.canary import (
+from crucible.operator.kube.durations import parse_duration
+from crucible.operator.modeldeployment.rollout.analysis import Counters, Sample
+from crucible.operator.modeldeployment.rollout.canary import (
     ADVANCE,
     ANALYSIS_FAILED,
     PROGRESS_DEADLINE_EXCEEDED,
@@ -21,7 +22,6 @@ from crucible.operator.canary import (
     start,
     tick,
 )
-from crucible.operator.durations import parse_duration
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 ROLLOUT = RolloutSpec.model_validate(

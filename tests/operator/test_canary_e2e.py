@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crucible.operator import naming
+from crucible.operator.kube import naming
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import (
     DEPLOYMENTS,

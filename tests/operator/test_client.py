@@ -8,7 +8,7 @@ import kmock
 import kopf
 import pytest
 
-from crucible.operator.client import LAST_APPLIED, Kube, Ref, with_removals
+from crucible.operator.kube.client import LAST_APPLIED, Kube, Ref, with_removals
 from tests.operator.fake_cluster import Cluster
 
 

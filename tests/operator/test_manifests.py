@@ -8,12 +8,13 @@ import kubernetes_validate
 import pytest
 
 from crucible.api.manifest import InvalidSpec, parse_spec
-from crucible.operator import naming
-from crucible.operator.artifacts import VolumePath, output_location
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.serving import disruption_budget, server_deployment, server_service
-from crucible.operator.manifests.training import training_children
-from crucible.operator.planning import plan_serving, plan_training
+from crucible.operator.kube import naming
+from crucible.operator.kube.artifacts import VolumePath, output_location
+from crucible.operator.modeldeployment.manifests import disruption_budget, server_deployment, server_service
+from crucible.operator.modeldeployment.plan import plan_serving
+from crucible.operator.trainingrun.manifests import training_children
+from crucible.operator.trainingrun.plan import plan_training
 
 KUBERNETES_VERSION = "1.33"
 CONFIG = OperatorConfig.model_validate({"artifacts": {"claim": "artifacts"}})

@@ -8,12 +8,13 @@ import kubernetes_validate
 import pytest
 
 from crucible.api.manifest import InvalidSpec
-from crucible.operator.artifacts import VolumePath, output_location
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.serving import server_deployment, server_service
-from crucible.operator.manifests.training import training_children
-from crucible.operator.planning import plan_serving, plan_training
-from crucible.operator.serving_status import judge
+from crucible.operator.kube.artifacts import VolumePath, output_location
+from crucible.operator.modeldeployment.manifests import server_deployment, server_service
+from crucible.operator.modeldeployment.plan import plan_serving
+from crucible.operator.modeldeployment.status import judge
+from crucible.operator.trainingrun.manifests import training_children
+from crucible.operator.trainingrun.plan import plan_training
 from crucible.s3 import S3Location
 from tests.operator.test_manifests import CONFIG, KUBERNETES_VERSION, deployment_body, run_body, trainer
 from tests.operator.test_status import succeeded_run

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from crucible.api.modeldeployment import LabelSelector, ModelDeploymentSpec, PromotionSpec
-from crucible.operator.config import PromotionConfig
-from crucible.operator.promotion import APPROVE, approved, beats, choose, eligibility, selects
+from crucible.operator.modeldeployment.config import PromotionConfig
+from crucible.operator.modeldeployment.rollout.promotion import (
+    APPROVE,
+    approved,
+    beats,
+    choose,
+    eligibility,
+    selects,
+)
 
 PLATFORM = PromotionConfig()
 

@@ -6,9 +6,9 @@ import json
 
 from crucible.api.result import TrainResult
 from crucible.api.status import ServedModel
-from crucible.operator.conditions import carried_over, condition
-from crucible.operator.serving_status import judge, not_served_status, rollout_state, serving_status
-from crucible.operator.training_status import (
+from crucible.operator.kube.conditions import carried_over, condition
+from crucible.operator.modeldeployment.status import judge, not_served_status, rollout_state, serving_status
+from crucible.operator.trainingrun.status import (
     Termination,
     finished_status,
     in_progress_status,

@@ -8,13 +8,13 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.tuningjob import TuningJobSpec
-from crucible.operator import naming
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.tuning import trial_run
-from crucible.operator.planning import study_args
-from crucible.operator.tuning import check_spec
-from crucible.operator.tuning_plan import plan_step, verdict
-from crucible.operator.tuning_status import invalid_status, search_status
+from crucible.operator.kube import naming
+from crucible.operator.trainingrun.plan import study_args
+from crucible.operator.tuningjob.manifests import trial_run
+from crucible.operator.tuningjob.plan import plan_step, verdict
+from crucible.operator.tuningjob.reconcile import check_spec
+from crucible.operator.tuningjob.status import invalid_status, search_status
 from crucible.tuning.budget import TrialTally
 from crucible.tuning.outcome import PRUNED_EPOCH_ATTR
 from crucible.tuning.space import apply_params

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from crucible.operator.artifacts import VolumePath
 from crucible.operator.config import OperatorConfig
-from crucible.operator.manifests.serving import server_deployment
-from crucible.operator.manifests.training import training_children
-from crucible.operator.planning import plan_serving, plan_training
+from crucible.operator.kube.artifacts import VolumePath
+from crucible.operator.modeldeployment.manifests import server_deployment
+from crucible.operator.modeldeployment.plan import plan_serving
+from crucible.operator.trainingrun.manifests import training_children
+from crucible.operator.trainingrun.plan import plan_training
 from crucible.s3 import S3Location
 from tests.packaging.chart import SCENARIOS, needs_helm, of_kind, render
 

@@ -1,4 +1,4 @@
-"""The chart's RBAC grants exactly what operator/permissions.py declares, and the declaration covers every
+"""The chart's RBAC grants exactly what operator/kube/permissions.py declares, and the declaration covers every
 resource the operator's code touches."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crucible.operator import permissions
-from crucible.operator.client import PLURALS
+from crucible.operator.kube import permissions
+from crucible.operator.kube.client import PLURALS
 from tests.packaging.chart import (
     NAMESPACE,
     NAMESPACED,
@@ -40,7 +40,7 @@ def granted(manifests: list[dict]) -> set[Grant]:
 
 
 def declared(clusterwide: bool, namespaces: list[str], features: set[str], secret: str = "") -> set[Grant]:
-    """What operator/permissions.py says the chart must grant, placed the way the chart places it."""
+    """What operator/kube/permissions.py says the chart must grant, placed the way the chart places it."""
     grants: set[Grant] = set()
     for permission in permissions.required(clusterwide, features):
         if permission.scope == permissions.CLUSTER or (
@@ -111,11 +111,12 @@ def _modules() -> list[ast.Module]:
     return [ast.parse(path.read_text()) for path in sorted(OPERATOR.rglob("*.py"))]
 
 
-def _constants(module: ast.Module) -> dict[str, tuple]:
-    """Module-level NAME = ("group", "version", "plural") tuples, with API_GROUP/API_VERSION resolved."""
+def _constants(modules: list[ast.Module]) -> dict[str, tuple]:
+    """Module-level NAME = ("group", "version", "plural") tuples of any operator module (handlers import
+    them from one place), with API_GROUP/API_VERSION resolved."""
     known = {"API_GROUP": "crucible.dev", "API_VERSION": "v1alpha1"}
     found = {}
-    for node in module.body:
+    for node in (node for module in modules for node in module.body):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple) and len(node.targets) == 1:
             items = [
                 known.get(e.id) if isinstance(e, ast.Name) else getattr(e, "value", None)
@@ -129,8 +130,9 @@ def _constants(module: ast.Module) -> dict[str, tuple]:
 def watched_resources() -> set[tuple[str, str]]:
     """(group, plural) of every kopf.on.* / kopf.index decorator in operator/."""
     found = set()
-    for module in _modules():
-        constants = _constants(module)
+    modules = _modules()
+    constants = _constants(modules)
+    for module in modules:
         for node in ast.walk(module):
             if not (
                 isinstance(node, ast.Call)
@@ -195,7 +197,7 @@ def test_the_scan_finds_what_the_operator_is_known_to_touch() -> None:
 def test_every_watched_resource_is_declared_with_list_watch_patch() -> None:
     for resource in watched_resources():
         assert resource in DECLARED, (
-            f"kopf handles {resource} but operator/permissions.py does not declare it"
+            f"kopf handles {resource} but operator/kube/permissions.py does not declare it"
         )
         assert {"list", "watch", "patch"} <= DECLARED[resource], resource
 
@@ -206,7 +208,7 @@ def test_every_kind_the_code_touches_is_declared() -> None:
             continue  # the kinds of owner references (kopf.adopt) and our own docs, not API calls
         plural = PLURALS.get(kind, kind.lower() + "s")
         assert (GROUPS[kind], plural) in DECLARED, (
-            f"the operator touches {kind} but operator/permissions.py does not declare {GROUPS[kind]}/{plural}"
+            f"the operator touches {kind} but operator/kube/permissions.py does not declare {GROUPS[kind]}/{plural}"
         )
 
 

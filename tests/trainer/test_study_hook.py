@@ -13,8 +13,8 @@ import yaml
 from optuna.trial import TrialState
 
 from crucible.api.tuningjob import TuningJobSpec
-from crucible.operator.study_store import StudyStore
-from crucible.operator.tuning_config import TuningConfig
+from crucible.operator.tuningjob.config import TuningConfig
+from crucible.operator.tuningjob.study_store import StudyStore
 from crucible.trainer import cli
 from crucible.trainer.study_hook import StudyHook, StudyTrial, TrialPruned, connect
 from crucible.tuning.outcome import PRUNED_EPOCH_ATTR

@@ -1,1 +1,0 @@
-"""Pure builders: plans in, Kubernetes manifests (plain dicts) out. No API calls, no kopf."""

@@ -1,0 +1,76 @@
+"""When kopf calls into a ModelDeployment's reconciler (reconcile.py): the decorators say when, the bodies
+say what. The indexes let a TrainingRun's phase change find the deployments that care (main.py)."""
+
+from __future__ import annotations
+
+import kopf
+
+from crucible.operator.kube import naming
+from crucible.operator.kube.ownership import controller_of
+from crucible.operator.kube.resources import MODEL_DEPLOYMENTS, RETRY_BACKOFF, TUNING_JOBS
+
+ROLLOUT_TICK = 2  # seconds; analysis reads metrics only every spec.rollout.analysis.interval
+RESYNC_INTERVAL = 60
+
+
+@kopf.index(*MODEL_DEPLOYMENTS)
+def deployments_by_run(namespace: str, name: str, spec: kopf.Spec, **_: object) -> dict | None:
+    run = (spec.get("model") or {}).get("trainingRun")
+    return {(namespace, run): name} if run else None
+
+
+@kopf.index(*MODEL_DEPLOYMENTS)
+def automatic_deployments(namespace: str, name: str, spec: kopf.Spec, **_: object) -> dict | None:
+    """ModelDeployments that pick their own model (a selector or a TuningJob), by namespace."""
+    model = spec.get("model") or {}
+    return {namespace: name} if model.get("selector") is not None or model.get("tuningJob") else None
+
+
+@kopf.on.field(*TUNING_JOBS, field="status.bestTrial", backoff=RETRY_BACKOFF)
+async def offer_best_trial(
+    namespace: str, automatic_deployments: kopf.Index, memo: kopf.Memo, **_: object
+) -> None:
+    """A search found a better trial: deployments serving a TuningJob's best may promote it."""
+    for deployment in automatic_deployments.get(namespace, []):
+        await memo.serving.reconcile(namespace, deployment)
+
+
+def rollout_in_progress(status: kopf.Status, **_: object) -> bool:
+    return bool(status.get("canary") or status.get("candidateModel"))
+
+
+@kopf.timer(*MODEL_DEPLOYMENTS, interval=ROLLOUT_TICK, when=rollout_in_progress)
+async def step_rollout(namespace: str, name: str, memo: kopf.Memo, **_: object) -> None:
+    """A canary runs or a candidate awaits approval: analyse, then advance, promote or roll back."""
+    await memo.serving.reconcile(namespace, name)
+
+
+def picks_its_model(spec: kopf.Spec, **_: object) -> bool:
+    model = spec.get("model") or {}
+    return model.get("selector") is not None or bool(model.get("tuningJob"))
+
+
+@kopf.timer(*MODEL_DEPLOYMENTS, interval=RESYNC_INTERVAL, when=picks_its_model)
+async def resync_candidates(namespace: str, name: str, memo: kopf.Memo, **_: object) -> None:
+    """A safety net for missed events: relabelled runs, a TuningJob that changed while we were away."""
+    await memo.serving.reconcile(namespace, name)
+
+
+@kopf.on.resume(*MODEL_DEPLOYMENTS, backoff=RETRY_BACKOFF)
+@kopf.on.create(*MODEL_DEPLOYMENTS, backoff=RETRY_BACKOFF)
+@kopf.on.update(*MODEL_DEPLOYMENTS, field="spec", backoff=RETRY_BACKOFF)
+async def serve_model(namespace: str, name: str, memo: kopf.Memo, **_: object) -> None:
+    """Serve the pinned run if it passed its gates; otherwise say why and leave running servers alone."""
+    error = await memo.serving.reconcile(namespace, name)
+    if error is not None:
+        raise kopf.PermanentError(str(error))
+
+
+@kopf.on.field(
+    "apps", "v1", "deployments", field="status", labels=naming.SERVER_SELECTOR, backoff=RETRY_BACKOFF
+)
+async def report_serving(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: object) -> None:
+    """A server Deployment's rollout moved: refresh its ModelDeployment's readiness."""
+    owner = controller_of(dict(body), "ModelDeployment")
+    if owner is not None:
+        await memo.serving.reconcile(namespace, owner)

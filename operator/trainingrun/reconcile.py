@@ -1,0 +1,157 @@
+"""TrainingRun -> trainer Job, and the Job's progress and result back into the run's status.
+
+Two writers would race on the run's status, so there is one: the Job's handler (kopf handles one
+object's events in order). The run's own handler only makes sure the children exist, except for an
+invalid spec, where no Job exists to report anything.
+"""
+
+from __future__ import annotations
+
+import kopf
+
+from crucible.api.manifest import InvalidSpec
+from crucible.api.status import TrainingRunStatus
+from crucible.operator.config import OperatorConfig
+from crucible.operator.kube import naming
+from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.ownership import controller_of, controller_uid, uid, unchanged
+from crucible.operator.trainingrun.manifests import CONTAINER, training_children
+from crucible.operator.trainingrun.plan import plan_training
+from crucible.operator.trainingrun.status import (
+    finished_status,
+    in_progress_status,
+    invalid_status,
+    job_phase,
+    lost_status,
+    termination_of,
+)
+
+FINAL_PHASES = ("Succeeded", "Failed")
+RECREATED_DELAY = 10
+
+
+def has_not_finished(status: dict, **_: object) -> bool:
+    """A run still to start or to watch (a run that failed validation has no Job and may be fixed)."""
+    return status.get("phase") not in FINAL_PHASES or not status.get("jobName")
+
+
+class Training:
+    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.config = config
+
+    async def start(self, body: kopf.Body, patch: kopf.Patch) -> None:
+        """Make sure the run's ConfigMap and Job exist; the Job's handler takes it from there."""
+        status = dict(body.get("status") or {})
+        if status.get("jobName") and status.get("phase") not in FINAL_PHASES:
+            job = Ref("batch/v1", "Job", body.metadata["namespace"], status["jobName"])
+            if await self.kube.get(job) is None:
+                self._lose(body, patch, status["jobName"])
+                return
+        try:
+            plan = plan_training(dict(body), self.config)
+        except InvalidSpec as error:
+            self._reject(body, patch, error)
+            return
+        children = training_children(plan, self.config.training)
+        kopf.adopt(children, owner=body)
+        config_map, job = [await self._ensure(child, body) for child in children]
+        if config_map["data"] != children[0]["data"]:
+            message = "the spec changed after the run started and is ignored; create a new TrainingRun"
+            kopf.event(body, type="Warning", reason="SpecChangeIgnored", message=message)
+        if not status.get("jobName"):
+            kopf.event(
+                body, type="Normal", reason="JobCreated", message=f"trainer Job {job['metadata']['name']}"
+            )
+
+    @staticmethod
+    def _reject(body: kopf.Body, patch: kopf.Patch, error: InvalidSpec) -> None:
+        """Before the Job exists: Failed, naming the field, no retries. After: the run goes on."""
+        status = body.get("status") or {}
+        if status.get("jobName"):
+            message = f"the run has started; {error}"
+            kopf.event(body, type="Warning", reason="SpecChangeIgnored", message=message)
+            return
+        invalid = invalid_status(error, body.metadata.get("generation"), status.get("conditions"))
+        patch.status.update(invalid.to_patch())
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=str(error))
+        raise kopf.PermanentError(str(error))
+
+    @staticmethod
+    def _lose(run: dict, patch: kopf.Patch | None, job_name: str) -> dict:
+        """The run's Job is gone without a recorded result: the status patch that says so."""
+        status = run.get("status") or {}
+        lost = lost_status(job_name, run["metadata"].get("generation"), status.get("conditions")).to_patch()
+        if patch is not None:
+            patch.status.update(lost)
+        kopf.event(run, type="Warning", reason="JobLost", message=lost["reason"])
+        return lost
+
+    async def lost(self, job: kopf.Body) -> None:
+        """A trainer Job was deleted: its run fails unless its result was already recorded (or the run
+        itself is being deleted, which takes its Job with it)."""
+        ref, run = await self._run_of(job)
+        if ref is None or run is None or (run.get("status") or {}).get("phase") in FINAL_PHASES:
+            return
+        if not run["metadata"].get("deletionTimestamp"):
+            await self.kube.patch_status(ref, self._lose(run, None, job.metadata["name"]))
+
+    async def _run_of(self, job: kopf.Body) -> tuple[Ref | None, dict | None]:
+        """The TrainingRun that owns this Job, if it still exists (not a later one of the same name)."""
+        run_name = controller_of(dict(job), "TrainingRun")
+        if run_name is None:
+            return None, None
+        ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job.metadata["namespace"], run_name)
+        run = await self.kube.get(ref)
+        if run is None or uid(run) != controller_uid(dict(job)):
+            return ref, None  # the run is gone; its Job goes with it
+        return ref, run
+
+    async def _ensure(self, child: dict, owner: kopf.Body) -> dict:
+        existing, _ = await self.kube.create(child)
+        if controller_uid(existing) != uid(owner):
+            # Left by a deleted run of the same name, and about to be garbage-collected.
+            raise kopf.TemporaryError(
+                f"{child['kind']} {child['metadata']['name']} belongs to an earlier TrainingRun of this name",
+                delay=RECREATED_DELAY,
+            )
+        return existing
+
+    async def report(self, job: kopf.Body) -> None:
+        """Mirror the Job into its run's status: Pending/Running, then the trainer's result."""
+        ref, run = await self._run_of(job)
+        if ref is None or run is None:
+            return
+        previous = run.get("status") or {}
+        status = await self._status_for(dict(job), run, previous)
+        if status is None:
+            return
+        patch = status.to_patch()
+        if unchanged(previous, patch):
+            return
+        await self.kube.patch_status(ref, patch)
+        if status.phase == "Succeeded":
+            kopf.event(run, type="Normal", reason="Succeeded", message=_summary(patch))
+        elif status.phase == "Failed":
+            kopf.event(run, type="Warning", reason="Failed", message=status.reason or "")
+
+    async def _status_for(self, job: dict, run: dict, previous: dict) -> TrainingRunStatus | None:
+        generation = run["metadata"].get("generation")
+        if job_phase(job) not in FINAL_PHASES:
+            if previous.get("phase") in FINAL_PHASES:
+                return None  # an old event of a Job already reported as ended
+            return in_progress_status(job, generation, previous.get("conditions"))
+        pods = await self.kube.list(
+            Ref("v1", "Pod", job["metadata"]["namespace"]), {"job-name": job["metadata"]["name"]}
+        )
+        own_pods = [pod for pod in pods if controller_uid(pod) == uid(job)]
+        return finished_status(
+            job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
+        )
+
+
+def _summary(status: dict) -> str:
+    metrics = status.get("metrics") or {}
+    shown = ", ".join(f"{key} {metrics[key]:.4f}" for key in ("accuracy", "cvMean") if key in metrics)
+    artifact = (status.get("artifact") or {}).get("uri", "")
+    return f"{shown}; artifact {artifact}".strip("; ")

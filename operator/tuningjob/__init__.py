@@ -1,0 +1,1 @@
+"""TuningJob: an Optuna study whose trials are child TrainingRuns."""
