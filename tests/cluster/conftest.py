@@ -10,43 +10,45 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster.chart import operator_kubeconfig
+from tests.cluster.controlplane import ControlPlane
 from tests.operator.kube_api import KubeApi
 from tests.operator.node_agent import NodeAgent, register_nodes
 from tests.operator.operator_thread import OperatorThread
-from tests.operator.real_cluster import RealCluster, operator_kubeconfig
+from tests.operator.real_cluster import RealCluster
 from tests.operator.service_proxy import ServiceProxy, endpoint_slice_backends
-from tests.packaging.chart import HELM, render
+from tests.packaging.chart import HELM
 
 
-async def _with_admin(kubeconfig: Path, action):  # type: ignore[no-untyped-def]
+async def _register_nodes(kubeconfig: Path) -> list[str]:
     api = KubeApi(kubeconfig)
     try:
-        return await action(api)
+        return await register_nodes(api)
     finally:
         await api.close()
 
 
 @pytest.fixture(scope="session")
-def test_nodes(control_plane_kubeconfig: Path) -> list[str]:
-    """The Nodes of the `cpu` and `gpu` pools, registered once for the session."""
-    return asyncio.run(_with_admin(control_plane_kubeconfig, register_nodes))
-
-
-@pytest.fixture(scope="session")
-def operator_identity(control_plane_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A kubeconfig for the chart's ServiceAccount, bound to the chart's rendered RBAC (default values)."""
-    if not HELM.exists():
-        pytest.skip("helm is not in .tools/bin (scripts/fetch-tools.sh): the chart's RBAC cannot be rendered")
-    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
-    manifests = render({})
-    return asyncio.run(
-        _with_admin(control_plane_kubeconfig, lambda api: operator_kubeconfig(api, manifests, path))
-    )
+def test_nodes(cluster_controllers: ControlPlane, crucible_crds: list[dict]) -> list[str]:
+    """The control plane with its controllers and our CRDs, and the Nodes of the `cpu` and `gpu` pools
+    (registered once for the session)."""
+    return asyncio.run(_register_nodes(cluster_controllers.kubeconfig))
 
 
 @pytest.fixture
-async def cluster(control_plane_kubeconfig: Path, test_nodes: list[str]) -> AsyncIterator[RealCluster]:
-    api = KubeApi(control_plane_kubeconfig)
+def operator_identity(
+    cluster_controllers: ControlPlane, kube_api, cluster: RealCluster, tmp_path: Path
+) -> Path:  # type: ignore[no-untyped-def]
+    """A kubeconfig for the chart's ServiceAccount (in the test's namespace) with a token bound to the
+    chart's rendered ClusterRole: a permission the chart lacks fails the test."""
+    if not HELM.exists():
+        pytest.skip("helm is not in .tools/bin (scripts/fetch-tools.sh): the chart's RBAC cannot be rendered")
+    return operator_kubeconfig(cluster_controllers, kube_api, cluster.namespace, tmp_path / "operator-kubeconfig")
+
+
+@pytest.fixture
+async def cluster(cluster_controllers: ControlPlane, test_nodes: list[str]) -> AsyncIterator[RealCluster]:
+    api = KubeApi(cluster_controllers.kubeconfig)
     namespace = await RealCluster.new_namespace(api)
     yield namespace
     failures = namespace.mirror.failures()

@@ -1,15 +1,11 @@
 """End-to-end tests on a real control plane: a namespace per test, read back through a watch-fed
-mirror (so tests read objects at once, and see every version the server sent), and the operator's
-own identity: the chart's ServiceAccount bound to the chart's rendered RBAC, logged in with a token
-from the TokenRequest API, so a permission the chart lacks fails the test. Never part of the product."""
+mirror, so tests read objects at once and see every version the server sent. Never part of the
+product."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from tests.operator.kube_api import MERGE, KubeApi, Mirror, resource_path
 
@@ -28,8 +24,6 @@ MIRRORED = (
     "policy/v1/poddisruptionbudgets",
     "v1/events",
 )
-RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-TOKEN_SECONDS = 4 * 3600
 
 
 @dataclass
@@ -98,51 +92,3 @@ class RealCluster:
 
     async def delete(self, resource: str, name: str) -> None:
         await self.api.call("DELETE", resource_path(resource, self.namespace, name))
-
-
-async def _apply(api: KubeApi, manifest: dict) -> None:
-    """Create, or replace what a previous test session left (same name, same kind)."""
-    group_version = manifest["apiVersion"]
-    plural = manifest["kind"].lower() + ("es" if manifest["kind"].endswith("s") else "s")
-    namespace = manifest["metadata"].get("namespace")
-    collection = resource_path(f"{group_version}/{plural}", namespace)
-    status, answer = await api.request("POST", collection, manifest)
-    if status == 409:
-        await api.call(
-            "PATCH", f"{collection}/{manifest['metadata']['name']}", manifest, "application/apply-patch+yaml",
-            fieldManager="tests", force="true",
-        )  # fmt: skip
-    elif status >= 300:
-        raise AssertionError(f"{manifest['kind']} {manifest['metadata']['name']}: {answer.get('message')}")
-
-
-async def operator_kubeconfig(admin: KubeApi, manifests: list[dict], path: Path) -> Path:
-    """Install the chart's ServiceAccount and RBAC objects from `manifests` (`helm template` output),
-    then write a kubeconfig logging in as that ServiceAccount with a token from the TokenRequest API."""
-    rbac = [m for m in manifests if m["kind"] in RBAC_KINDS]
-    (account,) = [m for m in rbac if m["kind"] == "ServiceAccount"]
-    namespaces = {m["metadata"]["namespace"] for m in rbac if m["metadata"].get("namespace")}
-    for namespace in sorted(namespaces):
-        status, answer = await admin.request(
-            "POST", resource_path("v1/namespaces"), {"metadata": {"name": namespace}}
-        )
-        if status not in (201, 409):
-            raise AssertionError(f"namespace {namespace}: {answer.get('message')}")
-    for manifest in rbac:
-        await _apply(admin, manifest)
-    name, namespace = account["metadata"]["name"], account["metadata"]["namespace"]
-    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest"}
-    request["spec"] = {"expirationSeconds": TOKEN_SECONDS}  # type: ignore[assignment]
-    token = await admin.call("POST", resource_path("v1/serviceaccounts", namespace, name) + "/token", request)
-    document = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "envtest", "cluster": {"server": admin.server, "insecure-skip-tls-verify": True}}
-        ],
-        "users": [{"name": name, "user": {"token": token["status"]["token"]}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "envtest", "user": name}}],
-        "current-context": "operator",
-    }
-    path.write_text(yaml.safe_dump(document))
-    return path
