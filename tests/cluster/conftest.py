@@ -43,7 +43,9 @@ def operator_identity(
     chart's rendered ClusterRole: a permission the chart lacks fails the test."""
     if not HELM.exists():
         pytest.skip("helm is not in .tools/bin (scripts/fetch-tools.sh): the chart's RBAC cannot be rendered")
-    return operator_kubeconfig(cluster_controllers, kube_api, cluster.namespace, tmp_path / "operator-kubeconfig")
+    return operator_kubeconfig(
+        cluster_controllers, kube_api, cluster.namespace, tmp_path / "operator-kubeconfig"
+    )
 
 
 @pytest.fixture

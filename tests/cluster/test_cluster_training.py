@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 
 import pytest
 
@@ -25,7 +26,9 @@ def children(cluster: RealCluster) -> dict[str, list[str]]:
     owned by its run as its controller, with blockOwnerDeletion (which needs the finalizers grant)."""
     found = {}
     for resource in ("v1/configmaps", "batch/v1/jobs"):
-        objects = [o for o in cluster.objects_of(resource).values() if o["metadata"]["name"] != "kube-root-ca.crt"]
+        objects = [
+            o for o in cluster.objects_of(resource).values() if o["metadata"]["name"] != "kube-root-ca.crt"
+        ]
         for body in objects:
             (owner,) = body["metadata"]["ownerReferences"]
             assert owner["kind"] == "TrainingRun" and owner["controller"] and owner["blockOwnerDeletion"]
@@ -92,7 +95,7 @@ async def test_an_invalid_spec_is_reported_once_and_creates_nothing(
 ) -> None:
     """A node pool is only known to the operator's configuration (the schema cannot refuse it); what
     the schema can refuse (an unknown architecture) the API server refuses at apply time."""
-    with pytest.raises(AssertionError, match='spec.model.architecture: Unsupported value: "vgg"'):
+    with pytest.raises(AssertionError, match=re.escape('spec.model.architecture: Unsupported value: "vgg"')):
         await cluster.create_resource("TrainingRun", "vgg", {**FAST_SPEC, "model": {"architecture": "vgg"}})
     spec, field = {"resources": {"nodePool": "tpu"}}, "spec.resources.nodePool"
     await cluster.create_resource("TrainingRun", "bad", {**FAST_SPEC, **spec})
@@ -129,7 +132,9 @@ async def test_status_follows_the_job(
     assert status["jobName"] == "quick-train"
     # Every phase the run went through, in order, with no step back.
     phases = [
-        phase for body in cluster.versions(RUNS, "quick") if (phase := (body.get("status") or {}).get("phase"))
+        phase
+        for body in cluster.versions(RUNS, "quick")
+        if (phase := (body.get("status") or {}).get("phase"))
     ]
     phases = [phase for phase, _ in itertools.groupby(phases)]
     assert phases == sorted(set(phases), key=["Pending", "Running", "Succeeded"].index)
