@@ -49,9 +49,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: objec
 async def login(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: object
 ) -> kopf.ConnectionInfo:
-    """Log in as kubectl would; our client uses the same credentials as kopf."""
-    info = auth.login(memo.get("kubeconfig"), settings, logger)
-    memo.setdefault("kube", Kube()).use(info)
+    """Log in as kubectl would; our client uses the same credentials as kopf, and logs in again the same
+    way when the API answers it 401 (a rotated ServiceAccount token)."""
+    kubeconfig = memo.get("kubeconfig")
+    info = auth.login(kubeconfig, settings, logger)
+    kube = memo.setdefault("kube", Kube())
+    kube.use(info)
+    kube.relogin_with(lambda: auth.login(kubeconfig, settings, logger))
     return info
 
 

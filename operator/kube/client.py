@@ -8,6 +8,7 @@ Writes are JSON merge patches; a status goes to the /status subresource.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,13 +84,21 @@ def matches(body: dict, labels: dict[str, str]) -> bool:
 
 
 class Kube:
-    """Async API access. `use()` hands it kopf's credentials; the session is made on first use."""
+    """Async API access. `use()` hands it kopf's credentials; the session is made on first use.
+
+    Credentials expire (a projected ServiceAccount token is rotated every hour or so): a request answered
+    401 logs in again through `relogin`, when given, and is sent once more with the new credentials."""
 
     def __init__(self, timeout: float = 30) -> None:
         self._info: kopf.ConnectionInfo | None = None
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._relogin: Callable[[], kopf.ConnectionInfo] | None = None
+
+    def relogin_with(self, relogin: Callable[[], kopf.ConnectionInfo]) -> None:
+        """How to get fresh credentials when the API answers 401 (the token was rotated or revoked)."""
+        self._relogin = relogin
 
     def use(self, info: kopf.ConnectionInfo) -> None:
         """New credentials (kopf logged in again): the next request opens a session with them."""
@@ -122,17 +131,24 @@ class Kube:
         self, method: str, path: str, body: Any = None, params: dict | None = None, patch: bool = False
     ) -> dict | None:
         """The decoded response, or None on 404. Raises ApiError on other failures."""
-        session, server = await self._open()
         headers = {"Content-Type": MERGE_PATCH if patch else "application/json"}
         data = None if body is None else json.dumps(body)
-        async with session.request(method, server + path, data=data, params=params, headers=headers) as resp:
-            if resp.status == 404:
-                return None
-            document = await resp.json(content_type=None) if resp.content_length != 0 else {}
-            if resp.status >= 400:
-                document = document if isinstance(document, dict) else {}
-                raise ApiError(resp.status, document.get("reason", ""), document.get("message", ""))
-            return document
+        for attempt in range(2):
+            session, server = await self._open()
+            async with session.request(
+                method, server + path, data=data, params=params, headers=headers
+            ) as resp:
+                if resp.status == 401 and attempt == 0 and self._relogin is not None:
+                    self.use(self._relogin())  # then once more, with the new credentials
+                    continue
+                if resp.status == 404:
+                    return None
+                document = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                if resp.status >= 400:
+                    document = document if isinstance(document, dict) else {}
+                    raise ApiError(resp.status, document.get("reason", ""), document.get("message", ""))
+                return document
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def get(self, ref: Ref) -> dict | None:
         return await self._request("GET", ref.path())

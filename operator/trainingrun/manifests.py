@@ -10,9 +10,11 @@ CONTAINER = "trainer"
 TERMINATION_LOG = "/dev/termination-log"
 SPEC_VOLUME = "spec"
 # crucible-train exits 1 when a gate or training failed and 2 on invalid input: the same spec would
-# fail the same way again, so the Job fails at once instead of retrying. Other failures (a node lost,
-# OOMKilled) are retried up to backoffLimit.
-FINAL_EXIT_CODES = [1, 2]
+# fail the same way again, so the Job fails at once instead of retrying. 137 is SIGKILL, which a node's
+# OOM killer sends a container over its memory limit: the same limit would be hit again, so that fails
+# the Job too (an evicted or preempted pod, killed the same way, is ignored by the rule before it).
+# Other failures (a node lost, the pod deleted) are retried up to backoffLimit.
+FINAL_EXIT_CODES = [1, 2, 137]
 
 
 def spec_config_map(plan: TrainingPlan) -> dict:
@@ -82,6 +84,9 @@ def trainer_job(plan: TrainingPlan, limits: TrainingConfig) -> dict:
             "ttlSecondsAfterFinished": limits.ttl_seconds_after_finished,
             "podFailurePolicy": {
                 "rules": [
+                    # A pod evicted or preempted is not the trainer's fault: retry without counting it.
+                    # First, since such a pod may also have been killed with SIGKILL (137).
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                     {
                         "action": "FailJob",
                         "onExitCodes": {
@@ -90,8 +95,6 @@ def trainer_job(plan: TrainingPlan, limits: TrainingConfig) -> dict:
                             "values": FINAL_EXIT_CODES,
                         },
                     },
-                    # A pod evicted or preempted is not the trainer's fault: retry without counting it.
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},

@@ -59,6 +59,31 @@ def termination_of(pods: list[dict], container: str) -> Termination | None:
     return max(found, key=lambda item: item.finished_at) if found else None
 
 
+OUT_OF_MEMORY = "OutOfMemory"
+
+
+def _memory_limit(job: dict) -> str | None:
+    """The trainer container's memory limit, as the Job gave it (spec.resources.memory of the run)."""
+    containers = ((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")) or []
+    for container in containers:
+        limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit:
+            return str(limit)
+    return None
+
+
+def out_of_memory(job: dict) -> str:
+    """The reason of a trainer killed for memory: the limit it hit and what to change. Kubernetes reports
+    no peak for a killed container, so none is named; the Job is not retried (the same limit would be
+    hit again)."""
+    limit = _memory_limit(job)
+    within = f" of {limit}" if limit else ""
+    return (
+        f"{OUT_OF_MEMORY}: the trainer was killed for exceeding its memory limit{within} (OOMKilled); "
+        "raise spec.resources.memory, or lower spec.hyperparameters.batchSize or spec.dataset.imageSize"
+    )
+
+
 def _explain(job: dict, termination: Termination | None) -> str:
     """Why a Job ended without a result a person can act on, in one sentence."""
     failed = _failed_condition(job)
@@ -69,7 +94,7 @@ def _explain(job: dict, termination: Termination | None) -> str:
         detail = failed.get("message") or failed.get("reason") or "no pod reported how it ended"
         return f"the trainer Job failed: {detail}"
     if termination.reason == "OOMKilled":
-        return "the trainer ran out of memory (OOMKilled); raise spec.resources.memory"
+        return out_of_memory(job)
     last_line = termination.message.strip().splitlines()[-1:] or [""]
     detail = f": {last_line[0][:300]}" if last_line[0] else ""
     return f"the trainer exited with code {termination.exit_code} ({termination.reason or 'Error'}){detail}"
@@ -119,8 +144,9 @@ def _gate_conditions(result: TrainResult, generation: int | None) -> list:
             condition(GATES_PASSED, True, "AllGatesPassed", checked, generation),
         ]
     gates_state = True if result.gates else None
+    reason = OUT_OF_MEMORY if result.reason.startswith(f"{OUT_OF_MEMORY}:") else "TrainingFailed"
     return [
-        condition(READY, False, "TrainingFailed", result.reason, generation),
+        condition(READY, False, reason, result.reason, generation),
         condition(
             GATES_PASSED, gates_state, "AllGatesPassed" if result.gates else "NotEvaluated", "", generation
         ),

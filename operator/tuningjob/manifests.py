@@ -20,12 +20,18 @@ def trial_run(job: str, namespace: str, study: str, number: int, spec: TrainingR
     """Trial `number` as a TrainingRun named `<job>-trial-NNN`: the same name whoever creates it, so a
     restarted operator finds it instead of making a second. The annotations become the trainer's
     --study-name and --trial-number (trainingrun/plan.py, study_args); the spec is the template's, values
-    set."""
+    set. A template's output.uri is a base: each trial writes below it, in a directory of its own, so no
+    trial writes over another's artifact."""
+    name = trial_run_name(job, number)
+    if spec.output.uri:
+        spec = spec.model_copy(
+            update={"output": spec.output.model_copy(update={"uri": f"{spec.output.uri.rstrip('/')}/{name}"})}
+        )
     return {
         "apiVersion": naming.API_VERSION_STRING,
         "kind": "TrainingRun",
         "metadata": {
-            "name": trial_run_name(job, number),
+            "name": name,
             "namespace": namespace,
             "labels": trial_labels(job, number),
             "annotations": {naming.STUDY: study, naming.TRIAL_NUMBER: str(number)},

@@ -13,6 +13,7 @@ from crucible.operator.modeldeployment.rollout.analysis import Counters, Sample
 from crucible.operator.modeldeployment.rollout.canary import (
     ADVANCE,
     ANALYSIS_FAILED,
+    METRICS_UNAVAILABLE,
     PROGRESS_DEADLINE_EXCEEDED,
     PROMOTE,
     ROLLBACK,
@@ -22,6 +23,7 @@ from crucible.operator.modeldeployment.rollout.canary import (
     start,
     tick,
 )
+from crucible.operator.modeldeployment.rollout.reconcile import metrics_url
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 ROLLOUT = RolloutSpec.model_validate(
@@ -122,3 +124,24 @@ def test_the_progress_deadline_counts_only_while_replicas_are_not_ready() -> Non
     state = tick(state, rollout, T0 + timedelta(seconds=200), ready=False, sample=None).state
     decision = tick(state, rollout, T0 + timedelta(seconds=250), ready=False, sample=None)
     assert decision.action == WAIT and decision.state.waiting_since == T0 + timedelta(seconds=200)
+
+
+def test_metrics_that_cannot_be_read_roll_back_at_the_progress_deadline_not_never() -> None:
+    rollout = ROLLOUT.model_copy(update={"progress_deadline": "1m"})
+    state = tick(start("unmeasurable", rollout), rollout, T0, ready=True, sample=None).state
+    assert state.phase == "Analysing"
+    for seconds in (5, 30, 59):  # every read was due, and failed
+        decision = tick(state, rollout, T0 + timedelta(seconds=seconds), ready=True, sample=None)
+        assert decision.action == WAIT and "could not be read" in decision.message
+    decision = tick(state, rollout, T0 + timedelta(seconds=60), ready=True, sample=None)
+    assert decision.action == ROLLBACK and decision.reason == METRICS_UNAVAILABLE
+    assert decision.message.startswith("step 1: the candidate's /metrics could not be read for 1m")
+    # After a good read the deadline counts from that read.
+    state = tick(state, rollout, T0 + timedelta(seconds=10), True, sample(10, 0)).state
+    assert tick(state, rollout, T0 + timedelta(seconds=69), True, None).action == WAIT
+    assert tick(state, rollout, T0 + timedelta(seconds=70), True, None).action == ROLLBACK
+
+
+def test_pod_addresses_make_metrics_urls_ipv6_in_brackets() -> None:
+    assert metrics_url("10.1.2.3") == "http://10.1.2.3:8080/metrics"
+    assert metrics_url("fd00:10:244::5") == "http://[fd00:10:244::5]:8080/metrics"

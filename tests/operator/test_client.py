@@ -8,7 +8,7 @@ import kmock
 import kopf
 import pytest
 
-from crucible.operator.kube.client import LAST_APPLIED, Kube, Ref, with_removals
+from crucible.operator.kube.client import LAST_APPLIED, ApiError, Kube, Ref, with_removals
 from tests.operator.fake_cluster import Cluster
 
 
@@ -80,3 +80,48 @@ async def test_list_filters_by_labels(kube: Kube) -> None:
     await kube.create(config_map("two"))
     found = await kube.list(Ref("v1", "ConfigMap", "default"), {"x": "1"})
     assert [item["metadata"]["name"] for item in found] == ["one"]
+
+
+async def test_a_rotated_token_logs_in_again_and_retries_once() -> None:
+    """A 401 (the ServiceAccount token was rotated or revoked) is answered by logging in again, as kopf
+    does for its own requests; a second 401 is an error, not a loop."""
+    from aiohttp import web
+
+    valid = {"token": "old"}
+    seen: list[str] = []
+
+    async def get_config_map(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != f"Bearer {valid['token']}":
+            return web.json_response({"reason": "Unauthorized", "message": "Unauthorized"}, status=401)
+        return web.json_response(config_map())
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/default/configmaps/c", get_config_map)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    logins: list[str] = []
+
+    def relogin() -> kopf.ConnectionInfo:
+        logins.append(valid["token"])
+        return kopf.ConnectionInfo(server=server, scheme="Bearer", token=valid["token"])
+
+    client = Kube()
+    client.use(kopf.ConnectionInfo(server=server, scheme="Bearer", token="old"))
+    client.relogin_with(relogin)
+    try:
+        assert (await client.get(Ref.of(config_map())))["data"] == {"k": "1"}
+        valid["token"] = "new"  # rotated: the old token is refused from now on
+        assert (await client.get(Ref.of(config_map())))["data"] == {"k": "1"}
+        assert seen == ["Bearer old", "Bearer old", "Bearer new"]
+        assert logins == ["new"]
+        valid["token"] = "revoked"
+        client.relogin_with(lambda: kopf.ConnectionInfo(server=server, scheme="Bearer", token="stale"))
+        with pytest.raises(ApiError, match="401"):
+            await client.get(Ref.of(config_map()))
+    finally:
+        await client.close()
+        await runner.cleanup()

@@ -61,7 +61,15 @@ def test_trainer_job() -> None:
     spec = job["spec"]
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (2, 86400)
     assert spec["ttlSecondsAfterFinished"] == 7 * 86400
-    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [1, 2]
+    ignore_disruptions, fail_job = spec["podFailurePolicy"]["rules"]
+    # An evicted pod is retried whatever its exit code; a failed gate (1), invalid input (2) and the
+    # OOM killer's SIGKILL (137) would fail again with the same spec, so they fail the Job at once.
+    assert ignore_disruptions == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert fail_job["action"] == "FailJob"
+    assert fail_job["onExitCodes"]["values"] == [1, 2, 137]
     container = trainer(job)
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["command"] == [

@@ -95,6 +95,21 @@ def test_a_nan_metric_does_not_lose_the_result() -> None:
     assert status.reason == "overfitting gate failed"
 
 
+def test_a_trainer_killed_for_memory_fails_its_run_with_out_of_memory() -> None:
+    oom_job = job(FAILED)
+    oom_job["spec"]["template"] = {
+        "spec": {"containers": [{"name": "trainer", "resources": {"limits": {"cpu": "2", "memory": "4Gi"}}}]}
+    }
+    status = finished_status(oom_job, ended(137, "", reason="OOMKilled"), 1, None)
+    assert status.phase == "Failed"
+    assert status.reason.startswith(
+        "OutOfMemory: the trainer was killed for exceeding its memory limit of 4Gi"
+    )
+    assert "raise spec.resources.memory" in status.reason
+    (ready,) = [c for c in status.to_patch()["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "OutOfMemory")
+
+
 def test_crashes_are_explained() -> None:
     oom = finished_status(job(FAILED), ended(137, "", reason="OOMKilled"), 1, None)
     assert "raise spec.resources.memory" in oom.reason

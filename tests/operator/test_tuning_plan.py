@@ -114,6 +114,25 @@ def test_a_trial_run_is_named_labelled_and_annotated_for_its_study() -> None:
 
 
 @pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("pvc://models/search", "pvc://models/search/digits-trial-007"),
+        ("s3://bucket/runs/", "s3://bucket/runs/digits-trial-007"),
+        ("searches/digits", "searches/digits/digits-trial-007"),
+    ],
+)
+def test_a_template_output_uri_is_each_trials_base_never_one_shared_directory(
+    base: str, expected: str
+) -> None:
+    template = spec().template
+    template = template.model_copy(update={"output": template.output.model_copy(update={"uri": base})})
+    assert trial_run("digits", "ml", "ml.digits.uid", 7, template)["spec"]["output"]["uri"] == expected
+    assert template.output.uri == base  # the template itself is left as it was
+    without = trial_run("digits", "ml", "ml.digits.uid", 7, spec().template)["spec"].get("output") or {}
+    assert without.get("uri") is None  # no base: the operator's default gives each run its own directory
+
+
+@pytest.mark.parametrize(
     ("owner_kind", "expected"), [("TuningJob", True), ("ModelDeployment", False), (None, False)]
 )
 def test_only_a_tuning_jobs_trial_gets_study_flags(owner_kind: str | None, expected: bool) -> None:

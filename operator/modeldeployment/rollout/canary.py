@@ -26,6 +26,7 @@ from crucible.operator.modeldeployment.rollout.analysis import (
 
 WAIT, ADVANCE, PROMOTE, ROLLBACK = "Wait", "Advance", "Promote", "Rollback"
 ANALYSIS_FAILED, PROGRESS_DEADLINE_EXCEEDED = "AnalysisFailed", "ProgressDeadlineExceeded"
+METRICS_UNAVAILABLE = "MetricsUnavailable"
 
 
 def split(replicas: int, weight: int) -> tuple[int, int]:
@@ -85,6 +86,22 @@ def _record(state: CanaryStatus, now: datetime, verdict: str, analysis: Analysis
     )
 
 
+def _without_metrics(state: CanaryStatus, rollout: RolloutSpec, now: datetime) -> Decision:
+    """No counters this tick. When a read was due, it failed (a NetworkPolicy, an unreachable pod IP):
+    wait, but not forever; past the progress deadline since the last good read (or the step's start)
+    the candidate is rolled back, since a canary nobody can measure must not be promoted."""
+    last_read = state.sample.time if state.sample is not None else state.step_started_at
+    if not scrape_due(state, rollout, now) or last_read is None:
+        return Decision(WAIT, state)
+    if now - last_read < parse_duration(rollout.progress_deadline):
+        return Decision(WAIT, state, "the candidate's metrics could not be read; trying again")
+    message = (
+        f"step {state.step}: the candidate's /metrics could not be read for {rollout.progress_deadline}"
+        " (is a NetworkPolicy in the way?)"
+    )
+    return Decision(ROLLBACK, state, message, METRICS_UNAVAILABLE)
+
+
 def tick(
     state: CanaryStatus, rollout: RolloutSpec, now: datetime, ready: bool, sample: Sample | None
 ) -> Decision:
@@ -105,7 +122,7 @@ def tick(
         started = state.model_copy(update=update)
         return Decision(WAIT, started, f"step {state.step}: {state.weight}% on the candidate")
     if sample is None:
-        return Decision(WAIT, state)
+        return _without_metrics(state, rollout, now)
     if state.sample is None:  # the window starts here
         return Decision(WAIT, state.model_copy(update={"sample": to_stored(sample)}))
     analysis = analyse(sample.counters.since(to_sample(state.sample).counters), rollout.analysis)

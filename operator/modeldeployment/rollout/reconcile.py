@@ -241,6 +241,12 @@ class Rollout:
 
     @staticmethod
     async def _read(session: aiohttp.ClientSession, ip: str) -> str:
-        async with session.get(f"http://{ip}:{PORT}/metrics") as response:
+        async with session.get(metrics_url(ip)) as response:
             response.raise_for_status()
             return await response.text()
+
+
+def metrics_url(pod_ip: str) -> str:
+    """A server pod's metrics endpoint; an IPv6 pod address goes in brackets, as URLs require."""
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{PORT}/metrics"
