@@ -66,11 +66,14 @@ async def serve_model(namespace: str, name: str, memo: kopf.Memo, **_: object) -
         raise kopf.PermanentError(str(error))
 
 
-@kopf.on.field(
-    "apps", "v1", "deployments", field="status", labels=naming.SERVER_SELECTOR, backoff=RETRY_BACKOFF
-)
+@kopf.on.event("apps", "v1", "deployments", labels=naming.SERVER_SELECTOR)
 async def report_serving(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: object) -> None:
-    """A server Deployment's rollout moved: refresh its ModelDeployment's readiness."""
+    """A server Deployment changed (its rollout moved, or it is gone): refresh its ModelDeployment's
+    readiness. An event handler on purpose: a change handler (on.field) keeps kopf's diff base in an
+    annotation of the Deployment, and on a Deployment an annotation change moves metadata.generation,
+    so the Deployment controller never reports having caught up and the status change that follows
+    fires the handler again. The operator writes only the spec it owns onto a server Deployment; a
+    failed refresh is made good by the next event, the rollout tick or the resync."""
     owner = controller_of(dict(body), "ModelDeployment")
     if owner is not None:
         await memo.serving.reconcile(namespace, owner)

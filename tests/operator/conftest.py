@@ -14,7 +14,7 @@ import yaml
 from tests.operator.fake_cluster import NAMESPACE, Cluster, eventually, write_kubeconfig
 from tests.operator.fake_kubelet import FakeKubelet
 from tests.operator.operator_thread import OperatorThread
-from tests.operator.service_proxy import ServiceProxy
+from tests.operator.service_proxy import ServiceProxy, emulated_backends
 
 
 @pytest.fixture
@@ -91,6 +91,6 @@ async def services(cluster: Cluster, serving_kubelet: FakeKubelet) -> AsyncItera
     """Reach a Service as a client in the cluster would: `await services.url("md-server")`."""
     await eventually(lambda: serving_kubelet.servers is not None, 10, "the Deployment controller runs")
     assert serving_kubelet.servers is not None
-    proxy = ServiceProxy(cluster, serving_kubelet.servers)
+    proxy = ServiceProxy(emulated_backends(cluster, serving_kubelet.servers))
     yield proxy
     await proxy.close()

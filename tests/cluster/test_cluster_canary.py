@@ -1,7 +1,9 @@
-"""Promotion through a canary, end to end on the emulator with real servers: the test kubelet runs every
-server replica as a `crucible serve` process on a pod address of its own, a test kube-proxy stands for
-the Services, and clients send inference requests through them the whole time. Trainer Jobs finish at
-once with a real artifact each (a trained digits model, or a variant of it) and the metrics given."""
+"""Promotion through a canary, end to end on the real control plane with real servers: the real
+Deployment, ReplicaSet and EndpointSlice controllers roll the server Deployments, the test kubelet runs
+every server pod as a `crucible serve` process on a pod address of its own, a test kube-proxy sends
+traffic to the Services' EndpointSlices, and clients send inference requests through them the whole
+time. Trainer pods finish at once with a real artifact each (a trained digits model, or a variant of
+it) and the metrics given. The operator runs as the chart's ServiceAccount."""
 
 from __future__ import annotations
 
@@ -17,18 +19,11 @@ import pytest
 
 from crucible.operator.kube import naming
 from tests.conftest import FAST_SPEC
-from tests.operator.e2e import (
-    DEPLOYMENTS,
-    condition_of,
-    created_by_operator,
-    printer_row,
-    run_phase,
-    status_of,
-)
-from tests.operator.fake_cluster import NAMESPACE, Cluster, eventually
-from tests.operator.fake_deployments import FakeDeploymentController
-from tests.operator.fake_kubelet import FakeKubelet
+from tests.operator.e2e import DEPLOYMENTS, condition_of, printer_row, run_phase, status_of
+from tests.operator.fake_cluster import eventually
+from tests.operator.node_agent import NodeAgent
 from tests.operator.operator_thread import OperatorThread
+from tests.operator.real_cluster import RealCluster
 from tests.operator.service_proxy import ServiceProxy
 from tests.operator.traffic import Traffic, infer_request
 
@@ -98,7 +93,7 @@ def canary_spec(steps: list[dict], deadline: str = "2m", **analysis: object) -> 
 
 
 async def train(
-    cluster: Cluster, kubelet: FakeKubelet, name: str, accuracy: float, model: Path | None, **result: object
+    cluster: RealCluster, kubelet: NodeAgent, name: str, accuracy: float, model: Path | None, **result: object
 ) -> None:
     """A TrainingRun whose Job reports `accuracy` and, when given, `model` as its artifact."""
     job = f"{name}-train"
@@ -109,23 +104,40 @@ async def train(
     await run_phase(cluster, name, ("Succeeded", "Failed"), timeout=20)
 
 
-def current(cluster: Cluster) -> str | None:
+def current(cluster: RealCluster) -> str | None:
     return (status_of(cluster, DEPLOYMENTS, MD).get("currentModel") or {}).get("trainingRun")
 
 
-def ready(cluster: Cluster) -> bool:
+def ready(cluster: RealCluster) -> bool:
     return condition_of(status_of(cluster, DEPLOYMENTS, MD), "Ready").get("status") == "True"
 
 
-def created(cluster: Cluster, name: str) -> bool:
-    """Whether the operator ever created a Deployment of this name."""
-    return any(
-        manifest["kind"] == "Deployment" and manifest["metadata"]["name"] == name
-        for manifest in created_by_operator(cluster)
-    )
+def created(cluster: RealCluster, name: str) -> bool:
+    """Whether a Deployment of this name ever existed."""
+    return bool(cluster.versions(SERVERS, name))
 
 
-async def serve_base(cluster: Cluster, kubelet: FakeKubelet, models: dict[str, Path], spec: dict) -> dict:
+def generations_follow_the_spec(cluster: RealCluster, name: str) -> list[int]:
+    """The generations a server Deployment went through; each step must come with a changed spec (an
+    operator that writes bookkeeping into the metadata of a Deployment moves its generation too, and
+    the Deployment controller then never reports having caught up)."""
+    versions = cluster.versions(SERVERS, name)
+    for before, after in itertools.pairwise(versions):
+        if after["metadata"]["generation"] != before["metadata"]["generation"]:
+            changed = {
+                key
+                for key in {
+                    *before["metadata"].get("annotations", {}),
+                    *after["metadata"].get("annotations", {}),
+                }
+                if before["metadata"].get("annotations", {}).get(key)
+                != after["metadata"].get("annotations", {}).get(key)
+            }
+            assert after["spec"] != before["spec"], (name, after["metadata"]["generation"], changed)
+    return sorted({body["metadata"]["generation"] for body in versions})
+
+
+async def serve_base(cluster: RealCluster, kubelet: NodeAgent, models: dict[str, Path], spec: dict) -> dict:
     """The ModelDeployment as applied, once it serves the base model."""
     await train(cluster, kubelet, "base", 0.90, models["base"])
     applied = await cluster.create_resource("ModelDeployment", MD, spec)
@@ -137,23 +149,27 @@ COLUMNS = ("Ready", "Model", "Candidate", "Canary")
 
 
 async def watch_canary(
-    cluster: Cluster,
-    servers: FakeDeploymentController,
+    cluster: RealCluster,
+    services: ServiceProxy,
     seen: list[tuple[int, int, str]],
     rows: list[tuple],
     endpoints: list[int],
+    at: list[float] | None = None,
 ) -> None:
     """Record each (step, weight, phase) the ModelDeployment's status shows, each distinct row of
     `kubectl get md` (its Ready, Model, Candidate and Canary columns), and how many ready endpoints
     its Service has."""
     while True:
-        endpoints.append(len(servers.endpoints(NAMESPACE, naming.server_selector(MD))))
+        backends = services.backends(cluster.namespace, naming.service_name(MD))
+        endpoints.append(len(backends) if isinstance(backends, list) else 0)
         body = cluster.get(DEPLOYMENTS, MD) or {}
         canary = (body.get("status") or {}).get("canary")
         if canary:
             entry = (canary["step"], canary["weight"], canary["phase"])
             if not seen or seen[-1] != entry:
                 seen.append(entry)
+                if at is not None:
+                    at.append(time.monotonic())
         row = printer_row(body)
         columns = tuple(row[name] for name in COLUMNS)
         if not rows or rows[-1] != columns:
@@ -162,9 +178,9 @@ async def watch_canary(
 
 
 async def test_a_better_run_goes_through_every_canary_step_while_clients_never_fail(
-    cluster: Cluster,
+    cluster: RealCluster,
     operator: OperatorThread,
-    serving_kubelet: FakeKubelet,
+    serving_kubelet: NodeAgent,
     services: ServiceProxy,
     models: dict[str, Path],
 ) -> None:
@@ -175,9 +191,10 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     poller = Traffic(url, MD, payload, pause=0.05).start()
     load = Traffic(url, MD, payload, concurrency=2, pause=0.02).start()
     seen: list[tuple[int, int, str]] = []
+    at: list[float] = []
     rows: list[tuple] = []
     endpoints: list[int] = []
-    watcher = asyncio.create_task(watch_canary(cluster, serving_kubelet.servers, seen, rows, endpoints))
+    watcher = asyncio.create_task(watch_canary(cluster, services, seen, rows, endpoints, at))
     try:
         # Neither a run that is not better by minImprovement nor one that failed a gate is deployed.
         await train(cluster, serving_kubelet, "worse", 0.905, models["better"])
@@ -210,6 +227,18 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     analysed = [(step, weight) for step, weight, phase in seen if phase == "Analysing"]
     assert [key for key, _ in itertools.groupby(analysed)] == [(1, 50), (2, 100)]
     assert seen[-1][2] == "Promoting"
+    # Once a step's replicas are ready, it is analysed for its pause and no longer: the time spent
+    # analysing is the steps' pauses (3 s) plus an analysis interval (2 s) per step, and a margin.
+    analysing = sum(
+        end - start
+        for (_, _, phase), start, end in zip(seen, at, at[1:], strict=False)
+        if phase == "Analysing"
+    )
+    assert analysing <= 3 + 2 * 2 + 5, (analysing, list(zip(seen, at, strict=True)))
+    # The server Deployments' generations moved only with their spec (the operator's own changes).
+    # (The stable track is resized for each step and rolled to the new model at the promotion.)
+    assert len(generations_follow_the_spec(cluster, f"{MD}-stable")) <= 1 + 2 + 1
+    assert len(generations_follow_the_spec(cluster, f"{MD}-canary")) <= 2
     # What `kubectl get md` showed along the way: the current model, the candidate, its weight.
     assert rows[0] == ("True", "base", None, None)
     assert ("True", "base", "better", 50) in rows and ("True", "base", "better", 100) in rows
@@ -234,7 +263,7 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     after = cluster.get(DEPLOYMENTS, MD)
     assert after["spec"] == applied["spec"]
     assert after["metadata"]["generation"] == applied["metadata"]["generation"]
-    stable_pods = serving_kubelet.servers.pods_of(f"{MD}-stable")
+    stable_pods = serving_kubelet.pods_of(f"{MD}-stable")
     assert len(stable_pods) == 2
     assert {pod.body["metadata"]["annotations"]["crucible.dev/training-run"] for pod in stable_pods} == {
         "better"
@@ -242,9 +271,9 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
 
 
 async def test_a_canary_that_fails_under_load_is_rolled_back_and_the_stable_model_keeps_serving(
-    cluster: Cluster,
+    cluster: RealCluster,
     operator: OperatorThread,
-    serving_kubelet: FakeKubelet,
+    serving_kubelet: NodeAgent,
     services: ServiceProxy,
     models: dict[str, Path],
 ) -> None:
@@ -262,7 +291,7 @@ async def test_a_canary_that_fails_under_load_is_rolled_back_and_the_stable_mode
         )
         await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary") is None, 30, "canary removed")
         await eventually(
-            lambda: len(serving_kubelet.servers.pods_of(f"{MD}-stable")) == 2 and ready(cluster),
+            lambda: len(serving_kubelet.pods_of(f"{MD}-stable")) == 2 and ready(cluster),
             SERVING_TIMEOUT,
             "stable back to 2 replicas",
         )
@@ -291,9 +320,9 @@ async def test_a_canary_that_fails_under_load_is_rolled_back_and_the_stable_mode
 
 
 async def test_a_canary_that_never_becomes_ready_is_rolled_back_at_its_progress_deadline(
-    cluster: Cluster,
+    cluster: RealCluster,
     operator: OperatorThread,
-    serving_kubelet: FakeKubelet,
+    serving_kubelet: NodeAgent,
     services: ServiceProxy,
     models: dict[str, Path],
 ) -> None:
@@ -302,8 +331,8 @@ async def test_a_canary_that_never_becomes_ready_is_rolled_back_at_its_progress_
     poller = Traffic(await services.url(f"{MD}-server"), MD, infer_request((3, 16, 16)), pause=0.05).start()
     try:
         await train(cluster, serving_kubelet, "tampered", 0.99, models["tampered"])
-        await eventually(lambda: serving_kubelet.servers.pods_of(f"{MD}-canary"), 20, "canary pod started")
-        (canary_pod,) = serving_kubelet.servers.pods_of(f"{MD}-canary")
+        await eventually(lambda: serving_kubelet.pods_of(f"{MD}-canary"), 20, "canary pod started")
+        (canary_pod,) = serving_kubelet.pods_of(f"{MD}-canary")
         started = time.monotonic()
         await eventually(lambda: status_of(cluster, DEPLOYMENTS, MD).get("history"), 60, "canary given up on")
         waited = time.monotonic() - started
@@ -325,9 +354,9 @@ async def test_a_canary_that_never_becomes_ready_is_rolled_back_at_its_progress_
 
 
 async def test_an_operator_restarted_mid_canary_carries_on_from_the_status(
-    cluster: Cluster,
+    cluster: RealCluster,
     operator: OperatorThread,
-    serving_kubelet: FakeKubelet,
+    serving_kubelet: NodeAgent,
     services: ServiceProxy,
     models: dict[str, Path],
 ) -> None:
@@ -354,7 +383,7 @@ async def test_an_operator_restarted_mid_canary_carries_on_from_the_status(
     assert after["step"] == before["step"] == 1
     assert after["stepStartedAt"] == before["stepStartedAt"]
     assert after["sample"]["time"] >= before["sample"]["time"]
-    canaries = [m for m in created_by_operator(cluster) if m["metadata"]["name"] == f"{MD}-canary"]
+    canaries = {body["metadata"]["uid"] for body in cluster.versions(SERVERS, f"{MD}-canary")}
     assert len(canaries) == 1  # found again after the restart, not created twice
     history = status_of(cluster, DEPLOYMENTS, MD)["history"]
     assert [(h["action"], h["trainingRun"]) for h in history] == [("Promoted", "better")]

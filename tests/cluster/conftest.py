@@ -1,0 +1,154 @@
+"""Fixtures for end-to-end tests on the real control plane: a namespace per test, the test kubelet
+running its pods, the operator logged in as the chart's ServiceAccount, a stand-in for kube-proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster.chart import operator_kubeconfig
+from tests.cluster.controlplane import ControlPlane
+from tests.operator.kube_api import KubeApi
+from tests.operator.node_agent import NodeAgent, register_nodes
+from tests.operator.operator_thread import OperatorThread
+from tests.operator.real_cluster import RealCluster
+from tests.operator.service_proxy import ServiceProxy, endpoint_slice_backends
+from tests.packaging.chart import HELM
+
+
+async def _register_nodes(kubeconfig: Path) -> list[str]:
+    api = KubeApi(kubeconfig)
+    try:
+        return await register_nodes(api)
+    finally:
+        await api.close()
+
+
+@pytest.fixture(scope="session")
+def test_nodes(cluster_controllers: ControlPlane, crucible_crds: list[dict]) -> list[str]:
+    """The control plane with its controllers and our CRDs, and the Nodes of the `cpu` and `gpu` pools
+    (registered once for the session)."""
+    return asyncio.run(_register_nodes(cluster_controllers.kubeconfig))
+
+
+@pytest.fixture
+def operator_identity(
+    cluster_controllers: ControlPlane, kube_api, cluster: RealCluster, tmp_path: Path
+) -> Path:  # type: ignore[no-untyped-def]
+    """A kubeconfig for the chart's ServiceAccount (in the test's namespace) with a token bound to the
+    chart's rendered ClusterRole: a permission the chart lacks fails the test."""
+    if not HELM.exists():
+        pytest.skip("helm is not in .tools/bin (scripts/fetch-tools.sh): the chart's RBAC cannot be rendered")
+    return operator_kubeconfig(
+        cluster_controllers, kube_api, cluster.namespace, tmp_path / "operator-kubeconfig"
+    )
+
+
+@pytest.fixture
+async def cluster(cluster_controllers: ControlPlane, test_nodes: list[str]) -> AsyncIterator[RealCluster]:
+    api = KubeApi(cluster_controllers.kubeconfig)
+    namespace = await RealCluster.new_namespace(api)
+    yield namespace
+    failures = namespace.mirror.failures()
+    await namespace.close()
+    await api.close()
+    assert not failures, failures
+
+
+@pytest.fixture
+def operator_config(tmp_path: Path) -> Path:
+    path = tmp_path / "operator.yaml"
+    path.write_text(yaml.safe_dump({"artifacts": {"claim": ARTIFACTS_CLAIM}}))
+    return path
+
+
+ARTIFACTS_CLAIM = "artifacts"
+
+
+async def bound_claim(cluster: RealCluster, claim: str, folder: Path) -> None:
+    """A PersistentVolumeClaim bound to a volume of its own (a hostPath on the test kubelet's folder for
+    it), as a provisioner would make: the scheduler places no pod whose claim is missing or unbound."""
+    volume = f"{cluster.namespace}-{claim}"
+    spec = {"accessModes": ["ReadWriteMany"], "storageClassName": ""}
+    await cluster.api.call(
+        "POST",
+        "/api/v1/persistentvolumes",
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                **spec,
+                "capacity": {"storage": "1Gi"},
+                "hostPath": {"path": str(folder)},
+                "claimRef": {"namespace": cluster.namespace, "name": claim},
+                "persistentVolumeReclaimPolicy": "Retain",
+            },
+        },
+    )
+    request = {**spec, "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
+    await cluster.create("v1/persistentvolumeclaims", {"metadata": {"name": claim}, "spec": request})
+
+
+@pytest.fixture
+async def operator(
+    cluster: RealCluster, operator_identity: Path, operator_config: Path, tmp_path: Path
+) -> AsyncIterator[OperatorThread]:
+    """The operator as the chart's ServiceAccount, watching the test's namespace, where the claim its
+    configuration names for artifacts exists."""
+    await bound_claim(cluster, ARTIFACTS_CLAIM, tmp_path / "node" / "volumes" / ARTIFACTS_CLAIM)
+    thread = OperatorThread(
+        kubeconfig=operator_identity, namespaces=[cluster.namespace], config_path=operator_config
+    )
+    await thread.start()
+    yield thread
+    await thread.stop()
+    assert not thread.errors, thread.errors
+
+
+async def _kubelet(
+    cluster: RealCluster, workdir: Path, instant: bool, run_servers: bool
+) -> AsyncIterator[NodeAgent]:
+    agent = NodeAgent(cluster.api, cluster.namespace, workdir, instant=instant, run_servers=run_servers)
+    await agent.start()
+    yield agent
+    await agent.stop()
+
+
+@pytest.fixture
+async def kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+    """Runs trainer pods for real, as local processes; server pods are ready at once, with no process."""
+    async for agent in _kubelet(cluster, tmp_path / "node", instant=False, run_servers=False):
+        yield agent
+
+
+@pytest.fixture
+async def instant_kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+    """Finishes each trainer pod at once with a successful result; server pods are ready at once."""
+    async for agent in _kubelet(cluster, tmp_path / "node", instant=True, run_servers=False):
+        yield agent
+
+
+@pytest.fixture
+async def serving_kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+    """Finishes trainer pods at once (with the artifacts a test gives it) and runs every server pod as
+    a real `crucible serve` process."""
+    async for agent in _kubelet(cluster, tmp_path / "node", instant=True, run_servers=True):
+        yield agent
+
+
+@pytest.fixture
+async def training_and_serving_kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+    """Runs trainer pods and server pods for real, as local processes."""
+    async for agent in _kubelet(cluster, tmp_path / "node", instant=False, run_servers=True):
+        yield agent
+
+
+@pytest.fixture
+async def services(cluster: RealCluster) -> AsyncIterator[ServiceProxy]:
+    """Reach a Service as a client in the cluster would: `await services.url("md-server")`."""
+    proxy = ServiceProxy(endpoint_slice_backends(cluster), cluster.namespace)
+    yield proxy
+    await proxy.close()
