@@ -14,7 +14,7 @@ import torch
 from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
 from crucible.resources import available_cpus
-from crucible.trainer import export
+from crucible.trainer import export, onnx_export
 from crucible.trainer.data import ImageData, Normalization, curate, load_dataset, split
 from crucible.trainer.engine import Precision, evaluate, fit, pick_device, seed_everything
 from crucible.trainer.gates import (
@@ -218,7 +218,8 @@ def _run_stages(
     uri = context.artifact_uri or context.output_dir.resolve().as_uri()
     export.write_model_card(
         context.output_dir,
-        _model_card(spec, context, data, train_split, norm, metrics, progress.gates, sha256),
+        _model_card(spec, context, data, train_split, norm, metrics, progress.gates, sha256)
+        | onnx_export.export_checked(model, context.output_dir, x_test, y_test, spec.serve.max_accuracy_drop),
     )
     reporter.advance(uri)
     return TrainResult(
