@@ -9,6 +9,7 @@ import numpy as np
 
 import crucible
 from crucible.server import codec
+from crucible.server.backends import PLATFORMS
 from crucible.server.batching import DynamicBatcher
 from crucible.server.errors import InvalidInput, ModelNotReady, PayloadTooLarge
 from crucible.server.images import decode_images
@@ -18,7 +19,6 @@ from crucible.server.settings import ServerSettings
 
 SERVER_NAME = "crucible"
 EXTENSIONS = ["binary_tensor_data"]
-PLATFORM = "pytorch"
 
 
 class DataPlane:
@@ -71,7 +71,7 @@ class DataPlane:
         return {
             "name": model.name,
             "versions": [model.version],
-            "platform": PLATFORM,
+            "platform": PLATFORMS[model.backend.name],
             "inputs": [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, *model.image_shape]}],
             "outputs": [
                 {"name": codec.PROBABILITIES, "datatype": "FP32", "shape": [-1, len(model.classes)]},
@@ -83,6 +83,11 @@ class DataPlane:
                 "classes": model.classes,
                 "normalization": {"mean": list(card.mean), "std": list(card.std), "scale": "pixels / 255"},
                 "sha256": card.sha256,
+                "backend": {
+                    "name": model.backend.name,
+                    "quantization": model.quantization,
+                    "reason": model.backend_reason,
+                },
             },
         }
 

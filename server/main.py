@@ -61,6 +61,8 @@ def serve(
     device: str = "auto",
     settings: ServerSettings | None = None,
     threads: int | None = None,
+    backend: str = "auto",
+    quantize: str | None = None,
 ) -> int:
     """Load the verified artifact, warm up, serve: the exit code (2, with one line saying why, when the
     weights do not load)."""
@@ -69,18 +71,19 @@ def serve(
     try:
         torch_device = pick_device(device)
         configure_threads(threads or available_cpus())
-        model = load_verified(artifact, torch_device, name)
+        model = load_verified(artifact, torch_device, name, backend, quantize)
     except (ArtifactError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     model.warm_up(tuple(sorted({1, settings.max_batch_size})))
     log.info(
-        "model %s ready: %s, %d classes, input %s, sha256 %s, on %s",
+        "model %s ready: %s, %d classes, input %s, sha256 %s, on %s with %s",
         model.name,
         model.card.architecture,
         len(model.classes),
         "x".join(str(d) for d in model.image_shape),
         model.card.sha256,
         torch_device,
+        model.backend.name + (f" {model.quantization}" if model.quantization else ""),
     )
     return run_server(create_app(ModelRepository([model]), settings), host, port)
