@@ -414,8 +414,10 @@ def naive_app(artifact: Path):
             await request.body(), model.image_shape, 64, request.headers.get(codec.BINARY_HEADER)
         )
         probabilities = model.predict([decoded.images])
-        body = codec.encode_infer_response(model.name, model.version, decoded, probabilities, model.classes)
-        return Response(body[0] if isinstance(body, tuple) else body, media_type="application/json")
+        body, _ = codec.encode_infer_response(
+            model.name, model.version, decoded, probabilities, model.classes
+        )
+        return Response(body, media_type="application/json")
 
     return app
 

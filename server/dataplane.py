@@ -100,8 +100,9 @@ class DataPlane:
 
     async def infer(
         self, name: str, version: str | None, body: bytes, binary_header: str | None = None
-    ) -> bytes:
-        """An Open Inference Protocol infer request in, its response JSON out."""
+    ) -> tuple[bytes, int | None]:
+        """An Open Inference Protocol infer request in; its response out, and the length of the JSON
+        header when binary outputs follow it (`codec.encode_infer_response`)."""
         model, batcher = self._ready_model(name, version)
         request = codec.decode_infer_request(body, model.image_shape, self.settings.max_images, binary_header)
         probabilities = await batcher.submit(request.images)
