@@ -18,14 +18,15 @@ send), or a JPEG file to `/predict` (`image`; the server decodes and resizes it)
 
 A load generator on the same cores takes CPU from the server, so req/s alone would partly measure
 the load generator. Beside req/s the table gives the server process's CPU time per image (from
-/proc) and the raw forward's CPU time per image at the mean batch size the server formed: their
+/proc) and the raw forward's CPU time per image at the batch size the server formed, measured right
+after each slice of load so that both see the same load from elsewhere on the machine: their
 difference, "overhead", is what the server spends on HTTP, decoding, batching and encoding, measured
-directly. Where the machine has two cores or more, the load generator runs on its own core(s) and
+directly. Where the machine has two cores or more, the load generator runs on its own core(s), and
 the servers and the raw forward on the others (the output says which).
 
 The mobilenet has freshly initialised weights: its speed does not depend on what it learned.
 
-    python benchmarks/serve.py                 # everything, about six minutes on 2 cores
+    python benchmarks/serve.py                 # everything, about ten minutes on 2 cores
     python benchmarks/serve.py --duration 2 --models mobilenet --payloads binary --backends onnxruntime
 
 Requests go to 127.0.0.1 only, and every loop is bounded by `--duration`.
@@ -443,6 +444,9 @@ class Tally:
         self.passes = 0.0
         self.cpu_seconds = 0.0  # of the measured process, over `cpu_images` images
         self.cpu_images = 0.0
+        # Server only: the raw forward's CPU seconds for the same images, at the batch size the server
+        # formed in each slice, measured right after it (so both see the same load from elsewhere).
+        self.raw_cpu_seconds = 0.0
 
     def add(self, latencies: list[float], seconds: float, requests: int | None = None) -> None:
         self.latencies += latencies
@@ -452,6 +456,10 @@ class Tally:
     @property
     def cpu_ms_per_image(self) -> float | None:
         return 1000 * self.cpu_seconds / self.cpu_images if self.cpu_images else None
+
+    @property
+    def raw_cpu_ms_per_image(self) -> float | None:
+        return 1000 * self.raw_cpu_seconds / self.cpu_images if self.raw_cpu_seconds else None
 
 
 def batches_so_far(port: int) -> tuple[float, float]:
@@ -506,15 +514,6 @@ def benchmark_model(
         [sys.executable, __file__, "--naive-server", str(artifact)], cores.server
     )
     raw = RawForward(artifact, cores.server)
-    raw_cpu: dict[tuple[str, int], float] = {}  # (backend, batch) -> CPU seconds per image
-
-    def raw_cpu_per_image(backend: str, batch: int) -> float:
-        if (backend, batch) not in raw_cpu:
-            raw_cpu[(backend, batch)] = raw.measure(backend, batch, args.warmup, args.cpu_seconds)[
-                "cpu_per_image"
-            ]
-        return raw_cpu[(backend, batch)]
-
     cells = []
     try:
         _check_answers(servers, requests, reference)
@@ -544,10 +543,16 @@ def benchmark_model(
                         tally.add(latencies, seconds)
                         if case == "server":
                             after = batches_so_far(server.port)
-                            tally.images += after[0] - before[0]
-                            tally.passes += after[1] - before[1]
+                            images, passes = after[0] - before[0], after[1] - before[1]
+                            tally.images += images
+                            tally.passes += passes
                             tally.cpu_seconds += cpu
-                            tally.cpu_images += after[0] - before[0]
+                            tally.cpu_images += images
+                            if passes:
+                                batch = max(1, round(images / passes))
+                                raw_seconds = args.cpu_seconds / args.rounds
+                                measured = raw.measure(backend, batch, args.warmup / 2, raw_seconds)
+                                tally.raw_cpu_seconds += measured["cpu_per_image"] * images
             for (case, backend, payload), tally in tallies.items():
                 mean_batch = tally.images / tally.passes if tally.passes else None
                 cell = Cell(
@@ -562,10 +567,9 @@ def benchmark_model(
                     mean_batch,
                     tally.cpu_ms_per_image,
                 )
-                if case == "raw":
-                    cell.raw_cpu_ms_per_image = cell.cpu_ms_per_image
-                elif mean_batch:
-                    cell.raw_cpu_ms_per_image = 1000 * raw_cpu_per_image(backend, max(1, round(mean_batch)))
+                cell.raw_cpu_ms_per_image = (
+                    tally.cpu_ms_per_image if case == "raw" else tally.raw_cpu_ms_per_image
+                )
                 cells.append(cell)
                 overhead = cell.overhead_ms if case == "server" else None
                 print(
@@ -606,7 +610,8 @@ def report(cells: list[Cell], cores: Placement) -> None:
         _model_ratios(model, [c for c in cells if c.model == model])
     print(
         f"\n{cores.describe()}. CPU time per image: the server process's (from /proc) over the images it "
-        "answered; raw: the forward pass alone at the server's mean batch size; overhead: the difference. "
+        "answered; raw: the forward pass alone at the batch size the server formed; overhead: the "
+        "difference. "
         "The mobilenet has freshly initialised weights (speed only)."
     )
 
@@ -691,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu-seconds",
         type=float,
         default=1.0,
-        help="Seconds of raw forward passes measured for the CPU time per image at a server's batch size.",
+        help="Seconds of raw forward passes, over the rounds, for the CPU time per image at the batch "
+        "size a server formed (measured right after each of its slices).",
     )
     parser.add_argument("--models", default="digits,mobilenet", help="Comma-separated: digits, mobilenet.")
     parser.add_argument(
