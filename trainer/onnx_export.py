@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from crucible.checksums import sha256_of
+from crucible.resources import available_cpus
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -62,12 +63,13 @@ def write_onnx(model: nn.Module, path: Path, image_shape: tuple[int, int, int]) 
         )
 
 
-def onnx_logits(path: Path, images: np.ndarray, threads: int = 0) -> np.ndarray:
+def onnx_logits(path: Path, images: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Logits of the ONNX model at `path` for normalized images [N, C, H, W]."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
+    # As many threads as the CPU quota allows: ONNX Runtime's default counts the host's cores.
+    options.intra_op_num_threads = threads or available_cpus()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     parts = [
