@@ -3,19 +3,31 @@
 In one run, for the digits model (tiny_cnn, 16x16) and a mobilenet_v3_small at 224x224, a closed
 loop of 1, 8 and 32 clients (each sends its next request when the previous answer is in) measures:
 
-- raw:    the same model's forward pass in this process on a batch of `concurrency` images, back
-          to back: no HTTP, no decoding, the limit.
-- server: `crucible serve` (uvicorn, real HTTP on 127.0.0.1), with dynamic batching.
-- naive:  a FastAPI app under the same uvicorn with one endpoint that runs one forward pass per
+- raw:    the model's forward pass on a batch of `concurrency` images, back to back, in a process of
+          its own on the server's cores: no HTTP, no decoding, the limit. Once per backend: eager
+          PyTorch (`torch`) and ONNX Runtime (`onnxruntime`) on the model's verified ONNX copy.
+- server: `crucible serve --backend B` (uvicorn, real HTTP on 127.0.0.1), with dynamic batching,
+          for each backend.
+- naive:  a FastAPI app under the same uvicorn with one endpoint that runs one eager forward pass per
           request. It decodes and encodes with the server's own codec, so the comparison is about
           batching, not JSON parsing.
 
-Each client sends one image per request, as UINT8 pixels: JSON (`data` list, what curl users send)
-and, with the protocol's binary tensor extension, raw bytes (what Triton and KServe clients send).
+Each client sends one image per request: UINT8 pixels as JSON (`data` list, what curl users send),
+the same with the protocol's binary tensor extension (raw bytes, what Triton and KServe clients
+send), or a JPEG file to `/predict` (`image`; the server decodes and resizes it).
+
+A load generator on the same cores takes CPU from the server, so req/s alone would partly measure
+the load generator. Beside req/s the table gives the server process's CPU time per image (from
+/proc) and the raw forward's CPU time per image at the batch size the server formed, measured right
+after each slice of load so that both see the same load from elsewhere on the machine: their
+difference, "overhead", is what the server spends on HTTP, decoding, batching and encoding, measured
+directly. Where the machine has two cores or more, the load generator runs on its own core(s), and
+the servers and the raw forward on the others (the output says which).
+
 The mobilenet has freshly initialised weights: its speed does not depend on what it learned.
 
-    python benchmarks/serve.py                 # everything, about four minutes on 2 cores
-    python benchmarks/serve.py --duration 2 --models digits --payloads json
+    python benchmarks/serve.py                 # everything, about ten minutes on 2 cores
+    python benchmarks/serve.py --duration 2 --models mobilenet --payloads binary --backends onnxruntime
 
 Requests go to 127.0.0.1 only, and every loop is bounded by `--duration`.
 """
@@ -24,19 +36,21 @@ from __future__ import annotations
 
 import os
 
-# The same OpenMP setting for all three cases (the server sets it too; child processes inherit it).
+# The same OpenMP setting for all cases (the server sets it too; child processes inherit it).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import asyncio
 import contextlib
+import io
+import json
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +63,9 @@ from crucible.resources import available_cpus
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 CONCURRENCY = (1, 8, 32)
+BACKENDS = ("torch", "onnxruntime")
+PAYLOADS = ("json", "binary", "image")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 DIGITS_SPEC = {
     "seed": 7,
     "dataset": {"source": "digits", "imageSize": 16},
@@ -66,29 +83,89 @@ DIGITS_SPEC = {
 class Cell:
     model: str
     case: str  # raw | server | naive
-    payload: str  # tensor | json | binary
+    backend: str  # torch | onnxruntime
+    payload: str  # tensor | json | binary | image
     concurrency: int
     requests: int
     seconds: float
     latencies_ms: list[float]
     mean_batch: float | None = None  # images per forward pass in the server
+    cpu_ms_per_image: float | None = None  # CPU time of the measured process per image
+    raw_cpu_ms_per_image: float | None = None  # the raw forward's, at the server's mean batch size
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds
 
+    @property
+    def overhead_ms(self) -> float | None:
+        if self.cpu_ms_per_image is None or self.raw_cpu_ms_per_image is None:
+            return None
+        return self.cpu_ms_per_image - self.raw_cpu_ms_per_image
+
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
+# Cores
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which cores the load generator uses, and which the servers and the raw forward use."""
+
+    load: tuple[int, ...]
+    server: tuple[int, ...]
+
+    @property
+    def pinned(self) -> bool:
+        return self.load != self.server
+
+    def describe(self) -> str:
+        if not self.pinned:
+            return f"load generator, servers and raw forward share CPU(s) {list(self.server)} (not pinned)"
+        return (
+            f"load generator pinned to CPU(s) {list(self.load)}; servers and raw forward to CPU(s) "
+            f"{list(self.server)} ({len(self.server)} thread(s) for the forward pass)"
+        )
+
+
+def placement(pin: bool) -> Placement:
+    cores = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+    if not pin or len(cores) < 2:
+        return Placement(cores, cores)
+    # One core in four (at least one) for the load generator: it does far less work per request.
+    split = max(1, len(cores) // 4)
+    return Placement(cores[-split:], cores[:-split])
+
+
+def _pinned_to(cores: tuple[int, ...]):
+    def pin() -> None:
+        if cores and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cores)
+
+    return pin
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 # Artifacts
+
+
+def _has_onnx_record(directory: Path) -> bool:
+    card = directory / "model.json"
+    return card.is_file() and "onnx" in json.loads(card.read_text())
 
 
 def digits_artifact(directory: Path) -> Path:
     from crucible.api.trainingrun import TrainingRunSpec
     from crucible.trainer.run import RunContext, train
 
-    if not (directory / "model.json").is_file():
+    if not _has_onnx_record(directory):
         print(f"training the digits model into {directory} ...", flush=True)
         result = train(
             TrainingRunSpec.model_validate(DIGITS_SPEC), RunContext("digits", directory, device="cpu")
@@ -99,12 +176,15 @@ def digits_artifact(directory: Path) -> Path:
 
 
 def mobilenet_artifact(directory: Path) -> Path:
-    from crucible.trainer import export
+    from crucible.trainer import export, onnx_export
     from crucible.trainer.models import build_model
 
-    if not (directory / "model.json").is_file():
+    if not _has_onnx_record(directory):
         torch.manual_seed(0)
-        sha256 = export.save_weights(build_model("mobilenet_v3_small", 10, 0.2), directory)
+        model = build_model("mobilenet_v3_small", 10, 0.2).eval()
+        sha256 = export.save_weights(model, directory)
+        # Random "held-out" images: the check compares ONNX Runtime with PyTorch, which needs no labels.
+        check_images, labels = torch.randn(16, 3, 224, 224), torch.zeros(16, dtype=torch.long)
         card = {
             "name": "mobilenet",
             "architecture": "mobilenet_v3_small",
@@ -117,6 +197,9 @@ def mobilenet_artifact(directory: Path) -> Path:
             "sha256": sha256,
             "note": "freshly initialised weights, for speed measurements only",
         }
+        card |= onnx_export.export_checked(
+            model, directory, onnx_export.batches_of(check_images, labels), max_accuracy_drop=1.0
+        )
         export.write_model_card(directory, card)
     return directory
 
@@ -124,18 +207,37 @@ def mobilenet_artifact(directory: Path) -> Path:
 # Requests
 
 
+def _jpeg(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels[0].transpose(1, 2, 0))).save(
+        buffer, format="JPEG", quality=90
+    )
+    return buffer.getvalue()
+
+
 def infer_request(name: str, pixels: np.ndarray, payload: str) -> bytes:
     """A complete HTTP request for one image, encoded once and sent many times."""
     tensor = {"name": "input", "datatype": "UINT8", "shape": list(pixels.shape)}
-    extra = ""
+    extra, path, content_type = "", f"/v2/models/{name}/infer", "application/json"
     if payload == "binary":
         header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": pixels.nbytes}}]})
         body = header + pixels.tobytes()
         extra = f"Inference-Header-Content-Length: {len(header)}\r\n"
+    elif payload == "image":
+        boundary = "crucible-benchmark-boundary"
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="image.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n".encode()
+            + _jpeg(pixels)
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        path, content_type = f"/predict?model={name}&top_k=1", f"multipart/form-data; boundary={boundary}"
     else:
         body = orjson.dumps({"inputs": [{**tensor, "data": pixels.ravel().tolist()}]})
     head = (
-        f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
     )
     return head.encode() + body
@@ -194,10 +296,12 @@ def first_answer(port: int, request: bytes) -> dict:
 
 
 class Server:
-    """A uvicorn process listening on a free port of 127.0.0.1."""
+    """A uvicorn process listening on a free port of 127.0.0.1, on the given cores."""
 
-    def __init__(self, command: list[str]) -> None:
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def __init__(self, command: list[str], cores: tuple[int, ...]) -> None:
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_pinned_to(cores)
+        )
         self.log: list[str] = []
         self.port = self._wait_for_port()
 
@@ -212,6 +316,9 @@ class Server:
                 return int(match.group(1))
         raise SystemExit("server did not start:\n" + "".join(self.log))
 
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -220,6 +327,68 @@ class Server:
             self.process.kill()
             code = self.process.wait()
         return code
+
+
+class RawForward:
+    """The raw forward pass in a process of its own, on the servers' cores, one request at a time
+    over a pipe: so it gets the same CPUs, threads and settings as a server's inference worker."""
+
+    def __init__(self, artifact: Path, cores: tuple[int, ...]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--raw-worker", str(artifact)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=_pinned_to(cores),
+        )
+
+    def measure(self, backend: str, batch: int, warmup: float, seconds: float) -> dict:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps([backend, batch, warmup, seconds]) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("the raw forward process ended")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+def raw_worker(artifact: Path) -> None:
+    """Answer `[backend, batch, warmup, seconds]` lines with the latencies of back-to-back forward
+    passes on one batch, and the process's CPU time while they ran."""
+    from crucible.server.repository import load_artifact
+
+    threads = available_cpus()
+    torch.set_num_threads(threads)
+    backends = {
+        backend: load_artifact(artifact, torch.device("cpu"), backend=backend).backend for backend in BACKENDS
+    }
+    image_shape = load_artifact(artifact, torch.device("cpu"), backend="torch").image_shape
+    for line in sys.stdin:
+        backend, size, warmup, seconds = json.loads(line)
+        forward = backends[backend].logits
+        batch = torch.randn(size, *image_shape)
+        latencies, passes = [], 0
+        start = time.perf_counter()
+        measure_from, stop_at = start + warmup, start + warmup + seconds
+        while (now := time.perf_counter()) < measure_from:
+            forward(batch)
+        cpu_before = time.process_time()
+        while (now := time.perf_counter()) < stop_at:
+            forward(batch)
+            latencies.append((time.perf_counter() - now) * 1000)
+            passes += 1
+        answer = {
+            "latencies": latencies,
+            "seconds": time.perf_counter() - measure_from,
+            "cpu_per_image": (time.process_time() - cpu_before) / max(1, passes * size),
+            "threads": threads,
+        }
+        print(json.dumps(answer), flush=True)
 
 
 def metric_sum(port: int, name: str) -> float:
@@ -238,7 +407,7 @@ def naive_app(artifact: Path):
     from crucible.server import codec
     from crucible.server.repository import load_artifact
 
-    model = load_artifact(artifact, torch.device("cpu"))
+    model = load_artifact(artifact, torch.device("cpu"), backend="torch")
     model.warm_up()
     app = FastAPI()
 
@@ -248,10 +417,10 @@ def naive_app(artifact: Path):
             await request.body(), model.image_shape, 64, request.headers.get(codec.BINARY_HEADER)
         )
         probabilities = model.predict([decoded.images])
-        return Response(
-            codec.encode_infer_response(model.name, model.version, decoded, probabilities, model.classes),
-            media_type="application/json",
+        body, _ = codec.encode_infer_response(
+            model.name, model.version, decoded, probabilities, model.classes
         )
+        return Response(body, media_type="application/json")
 
     return app
 
@@ -266,21 +435,8 @@ def serve_naive(artifact: Path) -> None:
 # The measurements
 
 
-def raw_forward(module: torch.nn.Module, batch: torch.Tensor, warmup: float, duration: float) -> tuple:
-    """Back-to-back forward passes on one batch: the latency of each, and the seconds measured."""
-    latencies = []
-    with torch.inference_mode():
-        start = time.perf_counter()
-        measure_from, stop_at = start + warmup, start + warmup + duration
-        while (now := time.perf_counter()) < stop_at:
-            module(batch)
-            if now >= measure_from:
-                latencies.append((time.perf_counter() - now) * 1000)
-    return latencies, time.perf_counter() - measure_from
-
-
 class Tally:
-    """Latencies, requests and seconds of one case, added up over the rounds."""
+    """Latencies, requests, seconds and CPU time of one case, added up over the rounds."""
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
@@ -288,11 +444,24 @@ class Tally:
         self.seconds = 0.0
         self.images = 0.0  # server only: images and forward passes, from its metrics
         self.passes = 0.0
+        self.cpu_seconds = 0.0  # of the measured process, over `cpu_images` images
+        self.cpu_images = 0.0
+        # Server only: the raw forward's CPU seconds for the same images, at the batch size the server
+        # formed in each slice, measured right after it (so both see the same load from elsewhere).
+        self.raw_cpu_seconds = 0.0
 
     def add(self, latencies: list[float], seconds: float, requests: int | None = None) -> None:
         self.latencies += latencies
         self.requests += len(latencies) if requests is None else requests
         self.seconds += seconds
+
+    @property
+    def cpu_ms_per_image(self) -> float | None:
+        return 1000 * self.cpu_seconds / self.cpu_images if self.cpu_images else None
+
+    @property
+    def raw_cpu_ms_per_image(self) -> float | None:
+        return 1000 * self.raw_cpu_seconds / self.cpu_images if self.raw_cpu_seconds else None
 
 
 def batches_so_far(port: int) -> tuple[float, float]:
@@ -301,128 +470,221 @@ def batches_so_far(port: int) -> tuple[float, float]:
     )
 
 
+@dataclass
+class Servers:
+    processes: dict[tuple[str, str], Server] = field(default_factory=dict)  # (case, backend) -> server
+
+    def stop(self) -> None:
+        for (case, backend), server in self.processes.items():
+            code = server.stop()
+            if case == "server" and code != 0:
+                print(f"  warning: the {backend} server exited {code} after SIGTERM", flush=True)
+
+
+def _check_answers(servers: Servers, requests: dict[str, bytes], reference: np.ndarray) -> None:
+    """Every server answers as the model does, before anything is timed."""
+    for (case, backend), server in servers.processes.items():
+        for payload, request in requests.items():
+            if case == "naive" and payload == "image":
+                continue
+            answer = first_answer(server.port, request)
+            if payload == "image":  # decoded from a lossy JPEG: only the shape of the answer is checked
+                if len(answer["predictions"]) != 1:
+                    raise SystemExit(f"{case} {backend} ({payload}) answers {answer}")
+                continue
+            probabilities = np.array(answer["outputs"][0]["data"], dtype=np.float32)
+            if not np.allclose(probabilities, reference.ravel(), atol=1e-4):
+                raise SystemExit(f"{case} {backend} ({payload}) answers differently from the model")
+
+
 def benchmark_model(
-    model_name: str, artifact: Path, pixels: np.ndarray, args: argparse.Namespace
+    model_name: str, artifact: Path, pixels: np.ndarray, args: argparse.Namespace, cores: Placement
 ) -> list[Cell]:
     """Every case at every concurrency, in interleaved rounds: a burst of load from elsewhere on the
     machine then slows all cases alike instead of whichever one ran at that moment."""
     from crucible.server.repository import load_artifact
 
-    torch.set_num_threads(available_cpus())
-    model = load_artifact(artifact, torch.device("cpu"))
+    model = load_artifact(artifact, torch.device("cpu"), backend="torch")
     reference = model.predict([pixels])
     requests = {payload: infer_request(model.name, pixels, payload) for payload in args.payloads}
-    print(f"\n{model_name}: starting the server and the naive baseline", flush=True)
-    servers = {
-        "server": Server(
-            [sys.executable, "-m", "crucible", "serve", "--model", str(artifact), "--port", "0"]
-        ),
-        "naive": Server([sys.executable, __file__, "--naive-server", str(artifact)]),
-    }
+    print(f"\n{model_name}: starting the servers, the naive baseline and the raw forward", flush=True)
+    serve = [sys.executable, "-m", "crucible", "serve", "--model", str(artifact), "--port", "0"]
+    servers = Servers()
+    for backend in args.backends:
+        servers.processes[("server", backend)] = Server([*serve, "--backend", backend], cores.server)
+    servers.processes[("naive", "torch")] = Server(
+        [sys.executable, __file__, "--naive-server", str(artifact)], cores.server
+    )
+    raw = RawForward(artifact, cores.server)
     cells = []
     try:
-        for case, server in servers.items():  # both answer as the model does, before anything is timed
-            for payload, request in requests.items():
-                answer = first_answer(server.port, request)
-                probabilities = np.array(answer["outputs"][0]["data"], dtype=np.float32)
-                if not np.allclose(probabilities, reference.ravel(), atol=1e-4):
-                    raise SystemExit(f"{case} ({payload}) answers differently from the model")
+        _check_answers(servers, requests, reference)
         slice_seconds = args.duration / args.rounds
         for concurrency in args.concurrency:
-            tallies: dict[tuple[str, str], Tally] = {}
-            batch = torch.randn(concurrency, *model.image_shape)
+            tallies: dict[tuple[str, str, str], Tally] = {}
             for _ in range(args.rounds):
-                latencies, seconds = raw_forward(model.module, batch, args.warmup, slice_seconds)
-                tallies.setdefault(("raw", "tensor"), Tally()).add(
-                    latencies, seconds, len(latencies) * concurrency
-                )
-                for case, server in servers.items():
+                for backend in args.backends:
+                    measured = raw.measure(backend, concurrency, args.warmup, slice_seconds)
+                    tally = tallies.setdefault(("raw", backend, "tensor"), Tally())
+                    tally.add(
+                        measured["latencies"], measured["seconds"], len(measured["latencies"]) * concurrency
+                    )
+                    tally.cpu_seconds += measured["cpu_per_image"] * len(measured["latencies"]) * concurrency
+                    tally.cpu_images += len(measured["latencies"]) * concurrency
+                for (case, backend), server in servers.processes.items():
                     for payload, request in requests.items():
+                        if case == "naive" and payload == "image":
+                            continue
                         before = batches_so_far(server.port) if case == "server" else (0.0, 0.0)
+                        cpu_before = server.cpu_seconds()
                         latencies, seconds = run_load(
                             server.port, request, concurrency, args.warmup, slice_seconds
                         )
-                        tally = tallies.setdefault((case, payload), Tally())
+                        cpu = server.cpu_seconds() - cpu_before
+                        tally = tallies.setdefault((case, backend, payload), Tally())
                         tally.add(latencies, seconds)
                         if case == "server":
                             after = batches_so_far(server.port)
-                            tally.images += after[0] - before[0]
-                            tally.passes += after[1] - before[1]
-            for (case, payload), tally in tallies.items():
+                            images, passes = after[0] - before[0], after[1] - before[1]
+                            tally.images += images
+                            tally.passes += passes
+                            tally.cpu_seconds += cpu
+                            tally.cpu_images += images
+                            if passes:
+                                batch = max(1, round(images / passes))
+                                raw_seconds = args.cpu_seconds / args.rounds
+                                measured = raw.measure(backend, batch, args.warmup / 2, raw_seconds)
+                                tally.raw_cpu_seconds += measured["cpu_per_image"] * images
+            for (case, backend, payload), tally in tallies.items():
                 mean_batch = tally.images / tally.passes if tally.passes else None
                 cell = Cell(
                     model_name,
                     case,
+                    backend,
                     payload,
                     concurrency,
                     tally.requests,
                     tally.seconds,
                     tally.latencies,
                     mean_batch,
+                    tally.cpu_ms_per_image,
+                )
+                cell.raw_cpu_ms_per_image = (
+                    tally.cpu_ms_per_image if case == "raw" else tally.raw_cpu_ms_per_image
                 )
                 cells.append(cell)
-                print(f"  c={concurrency:<3} {case:6} {payload:6} {cell.throughput:8.1f} /s", flush=True)
+                overhead = cell.overhead_ms if case == "server" else None
+                print(
+                    f"  c={concurrency:<3} {case:6} {backend:11} {payload:6} {cell.throughput:8.1f} /s"
+                    + (f"  overhead {overhead:6.2f} CPU ms/image" if overhead is not None else ""),
+                    flush=True,
+                )
     finally:
-        for case, server in servers.items():
-            code = server.stop()
-            if case == "server" and code != 0:
-                print(f"  warning: the server exited {code} after SIGTERM", flush=True)
+        servers.stop()
+        raw.stop()
     return cells
 
 
 # The report
 
 
-def report(cells: list[Cell]) -> None:
-    print("\n" + "=" * 78)
-    columns = ("model", "case", "payload", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "batch")
-    print("{:10} {:7} {:7} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6}".format(*columns))
+def _optional(value: float | None, width: int, digits: int) -> str:
+    return f"{value:>{width}.{digits}f}" if value is not None else " " * width
+
+
+def report(cells: list[Cell], cores: Placement) -> None:
+    print("\n" + "=" * 110)
+    columns = ("model", "case", "backend", "payload", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "batch")
+    print(
+        "{:10} {:7} {:11} {:7} {:>4} {:>9} {:>8} {:>8} {:>8} {:>6}".format(*columns)
+        + "  cpu ms/img  raw cpu ms/img  overhead ms/img"
+    )
     for cell in cells:
         print(
-            f"{cell.model:10} {cell.case:7} {cell.payload:7} {cell.concurrency:>4} {cell.throughput:>9.1f} "
-            f"{cell.percentile(50):>8.2f} {cell.percentile(95):>8.2f} {cell.percentile(99):>8.2f} "
-            + (f"{cell.mean_batch:>6.1f}" if cell.mean_batch else f"{'':>6}")
+            f"{cell.model:10} {cell.case:7} {cell.backend:11} {cell.payload:7} {cell.concurrency:>4} "
+            f"{cell.throughput:>9.1f} {cell.percentile(50):>8.2f} {cell.percentile(95):>8.2f} "
+            f"{cell.percentile(99):>8.2f} {_optional(cell.mean_batch, 6, 1)}  "
+            f"{_optional(cell.cpu_ms_per_image, 10, 2)}  {_optional(cell.raw_cpu_ms_per_image, 14, 2)}  "
+            f"{_optional(cell.overhead_ms if cell.case == 'server' else None, 15, 2)}"
         )
-    print("\nratios (throughput) and targets")
+    print("\nratios (throughput, one run) and targets")
     for model in dict.fromkeys(cell.model for cell in cells):
-
-        def find(case: str, payload: str, concurrency: int, model: str = model) -> Cell | None:
-            return next(
-                (
-                    c
-                    for c in cells
-                    if (c.model, c.case, c.concurrency) == (model, case, concurrency)
-                    and (case == "raw" or c.payload == payload)
-                ),
-                None,
-            )
-
-        payloads = dict.fromkeys(c.payload for c in cells if c.model == model and c.case == "server")
-        for payload in payloads:
-            for concurrency in sorted({c.concurrency for c in cells if c.model == model}):
-                server, raw, naive = (find(case, payload, concurrency) for case in ("server", "raw", "naive"))
-                if not (server and raw and naive):
-                    continue
-                to_raw = server.throughput / raw.throughput
-                to_naive = server.throughput / naive.throughput
-                line = f"  {model:10} {payload:6} c={concurrency:<3} "
-                line += f"server/raw {to_raw:5.2f}x  server/naive {to_naive:5.2f}x"
-                if concurrency == 32:
-                    line += (
-                        f"   targets: >=0.8x raw {_mark(to_raw >= 0.8)}, >=2x naive {_mark(to_naive >= 2)}"
-                    )
-                if concurrency == 1:
-                    gap = server.percentile(50) - raw.percentile(50)
-                    line += f"   p50 - raw forward = {gap:+.2f} ms (target <= 3 ms: {_mark(gap <= 3)})"
-                print(line)
+        _model_ratios(model, [c for c in cells if c.model == model])
     print(
-        f"\n{available_cpus()} CPU(s) for torch threads; load generator, servers and raw limit share them. "
+        f"\n{cores.describe()}. CPU time per image: the server process's (from /proc) over the images it "
+        "answered; raw: the forward pass alone at the batch size the server formed; overhead: the "
+        "difference. "
         "The mobilenet has freshly initialised weights (speed only)."
     )
 
 
+def _model_ratios(model: str, cells: list[Cell]) -> None:
+    def find(case: str, backend: str, payload: str, concurrency: int) -> Cell | None:
+        return next(
+            (
+                c
+                for c in cells
+                if (c.case, c.backend, c.payload, c.concurrency) == (case, backend, payload, concurrency)
+            ),
+            None,
+        )
+
+    concurrencies = sorted({c.concurrency for c in cells})
+    for concurrency in concurrencies:
+        eager, onnx = (
+            find("raw", "torch", "tensor", concurrency),
+            find("raw", "onnxruntime", "tensor", concurrency),
+        )
+        if eager and onnx:
+            print(
+                f"  {model:10} raw onnxruntime/eager c={concurrency:<3} "
+                f"{onnx.throughput / eager.throughput:5.2f}x"
+            )
+    servers = dict.fromkeys((c.backend, c.payload) for c in cells if c.case == "server")
+    for backend, payload in servers:
+        for concurrency in concurrencies:
+            server = find("server", backend, payload, concurrency)
+            eager = find("raw", "torch", "tensor", concurrency)
+            same = find("raw", backend, "tensor", concurrency)
+            naive = find("naive", "torch", payload, concurrency)
+            if not (server and eager and same):
+                continue
+            to_eager, to_same = server.throughput / eager.throughput, server.throughput / same.throughput
+            line = (
+                f"  {model:10} {backend:11} {payload:6} c={concurrency:<3} server/eager raw {to_eager:5.2f}x"
+            )
+            if backend != "torch":
+                line += f"  server/{backend} raw {to_same:5.2f}x"
+            if naive:
+                line += f"  server/naive {server.throughput / naive.throughput:5.2f}x"
+            targets = []
+            if concurrency == 32 and backend == "onnxruntime" and payload in ("binary", "image"):
+                targets += [
+                    f">=1.0x eager raw {_mark(to_eager >= 1.0)}",
+                    f">=0.8x onnx raw {_mark(to_same >= 0.8)}",
+                ]
+            if concurrency == 32 and payload == "json":
+                targets.append(f">=0.6x eager raw {_mark(to_eager >= 0.6)}")
+            if concurrency == 1:
+                gap = server.percentile(50) - same.percentile(50)
+                targets.append(f"p50 - raw p50 {gap:+.2f} ms (<=3 ms {_mark(gap <= 3)})")
+            if payload == "binary" and server.overhead_ms is not None:
+                targets.append(
+                    f"overhead {server.overhead_ms:.2f} CPU ms/img (<=1 ms {_mark(server.overhead_ms <= 1)})"
+                )
+            print(line + ("   targets: " + ", ".join(targets) if targets else ""))
+
+
 def _mark(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+def _choices(text: str, allowed: tuple[str, ...], flag: str, parser: argparse.ArgumentParser) -> list[str]:
+    values = text.split(",")
+    for value in values:
+        if value not in allowed:
+            parser.error(f"{flag}: unknown value {value!r}; allowed: " + ", ".join(allowed))
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,37 +694,66 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=4, help="Interleaved rounds the duration is split into."
     )
     parser.add_argument("--warmup", type=float, default=0.3, help="Seconds run before measuring each slice.")
+    parser.add_argument(
+        "--cpu-seconds",
+        type=float,
+        default=1.0,
+        help="Seconds of raw forward passes, over the rounds, for the CPU time per image at the batch "
+        "size a server formed (measured right after each of its slices).",
+    )
     parser.add_argument("--models", default="digits,mobilenet", help="Comma-separated: digits, mobilenet.")
-    parser.add_argument("--payloads", default="json,binary", help="Comma-separated: json, binary.")
+    parser.add_argument(
+        "--payloads", default=",".join(PAYLOADS), help="Comma-separated: json, binary, image."
+    )
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="Comma-separated: torch, onnxruntime.")
     parser.add_argument(
         "--concurrency", default=",".join(map(str, CONCURRENCY)), help="Comma-separated client counts."
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="Let the load generator share the servers' cores (by default it gets cores of its own).",
     )
     parser.add_argument(
         "--artifacts", default=str(ROOT / "runs" / "benchmark"), help="Where artifacts are kept."
     )
     parser.add_argument("--naive-server", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--raw-worker", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_server:
         serve_naive(Path(args.naive_server))
         return 0
+    if args.raw_worker:
+        raw_worker(Path(args.raw_worker))
+        return 0
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    args.payloads = args.payloads.split(",")
+    args.payloads = _choices(args.payloads, PAYLOADS, "--payloads", parser)
+    args.backends = _choices(args.backends, BACKENDS, "--backends", parser)
+    if "torch" not in args.backends:
+        args.backends.insert(0, "torch")  # the eager raw forward is every ratio's baseline
+    cores = placement(args.pin)
+    print(cores.describe(), flush=True)
     artifacts = Path(args.artifacts)
     cells: list[Cell] = []
     started = time.perf_counter()
+    for model in args.models.split(","):
+        if model not in ("digits", "mobilenet"):
+            parser.error(f"--models: unknown model {model!r}; allowed: digits, mobilenet")
+    # The load generator (this process) keeps to its own cores from here on.
+    _pinned_to(cores.load)()
     for model in args.models.split(","):
         if model == "digits":
             from sklearn.datasets import load_digits
 
             seven = (load_digits().images[7] * (255 / 16)).astype(np.uint8)
             pixels = np.repeat(np.kron(seven, np.ones((2, 2), np.uint8))[None, None], 3, axis=1)
-            cells += benchmark_model("digits", digits_artifact(artifacts / "digits"), pixels, args)
-        elif model == "mobilenet":
-            pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 224, 224), dtype=np.uint8)
-            cells += benchmark_model("mobilenet", mobilenet_artifact(artifacts / "mobilenet"), pixels, args)
+            cells += benchmark_model("digits", digits_artifact(artifacts / "digits"), pixels, args, cores)
         else:
-            parser.error(f"--models: unknown model {model!r}; allowed: digits, mobilenet")
-    report(cells)
+            pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 224, 224), dtype=np.uint8)
+            artifact = mobilenet_artifact(artifacts / "mobilenet")
+            cells += benchmark_model("mobilenet", artifact, pixels, args, cores)
+    report(cells, cores)
     print(f"benchmark took {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -118,8 +118,14 @@ def _infer_routes(plane: DataPlane) -> list[Route]:
     async def infer(request: Request) -> Response:
         body = await request.body()
         name, version = request.path_params["name"], request.path_params.get("version")
-        result = await plane.infer(name, version, body, request.headers.get(codec.BINARY_HEADER))
-        return Response(result, media_type="application/json")
+        result, json_length = await plane.infer(name, version, body, request.headers.get(codec.BINARY_HEADER))
+        if json_length is None:
+            return Response(result, media_type="application/json")
+        return Response(
+            result,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_length)},
+        )
 
     return [_RecordedRoute(path, infer, methods=["POST"]) for path in INFER_PATHS]
 

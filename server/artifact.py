@@ -25,6 +25,30 @@ class ArtifactError(Exception):
 
 
 @dataclass(frozen=True)
+class OnnxCopy:
+    """An ONNX file of the artifact, with the sha256 it must have."""
+
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class OnnxRecord:
+    """What the card says of the model's ONNX copies (see `crucible.trainer.onnx_export`)."""
+
+    verified: bool = False
+    # Why the fp32 copy is not verified ("" when it is).
+    reason: str = "the card records no ONNX export"
+    model: OnnxCopy | None = None
+    int8: OnnxCopy | None = None
+    # The int8 copy's measured held-out accuracy drop, and the limit the training run set for it.
+    int8_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = None
+    # Why there is no int8 copy, when there is none.
+    int8_reason: str = ""
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What the server needs from model.json."""
 
@@ -38,6 +62,7 @@ class ModelCard:
     weights_file: str
     sha256: str
     resize: str = "stretch"  # the eval transform's resize policy (cards before it existed: stretch)
+    onnx: OnnxRecord = OnnxRecord()
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,43 @@ class _Card:
             return tuple(convert(item) for item in value)  # type: ignore[union-attr]
         except (TypeError, ValueError):
             raise self.error(f"{'.'.join(path)} must be a list of numbers, got {value!r}") from None
+
+
+def _onnx_copy(card: _Card, record: dict, field: str) -> OnnxCopy | None:
+    file, sha256 = record.get("file"), record.get("sha256")
+    if not file or not sha256:
+        return None
+    if not isinstance(file, str) or Path(file).name != file:
+        raise card.error(f"{field}.file must be a file name in the artifact directory, got {file!r}")
+    return OnnxCopy(file, str(sha256))
+
+
+def _optional_number(card: _Card, record: dict, key: str, field: str) -> float | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise card.error(f"{field}.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _parse_onnx(card: _Card, record: object) -> OnnxRecord:
+    if record is None:
+        return OnnxRecord()
+    if not isinstance(record, dict):
+        raise card.error(f"onnx must be an object, got {record!r}")
+    model = _onnx_copy(card, record, "onnx")
+    verified = record.get("verified") is True and model is not None
+    int8 = record.get("int8") if isinstance(record.get("int8"), dict) else {}
+    return OnnxRecord(
+        verified=verified,
+        reason="" if verified else str(record.get("reason") or "not verified at export"),
+        model=model if verified else None,
+        int8=_onnx_copy(card, int8, "onnx.int8") if verified else None,
+        int8_accuracy_drop=_optional_number(card, int8, "accuracyDrop", "onnx.int8"),
+        max_accuracy_drop=_optional_number(card, int8, "maxAccuracyDrop", "onnx.int8"),
+        int8_reason=str(int8.get("reason") or ""),
+    )
 
 
 def _parse_card(document: dict, where: Path) -> ModelCard:
@@ -111,6 +173,7 @@ def _parse_card(document: dict, where: Path) -> ModelCard:
         weights_file=weights_file,
         sha256=str(sha256),
         resize=resize,
+        onnx=_parse_onnx(card, document.get("onnx")),
     )
 
 
@@ -127,6 +190,19 @@ def read_card(directory: Path) -> ModelCard:
     if not isinstance(document, dict):
         raise ArtifactError(f"{path} must hold a JSON object")
     return _parse_card(document, path)
+
+
+def verify_onnx(directory: Path, copy: OnnxCopy) -> Path:
+    """The path of an ONNX copy, once its sha256 matches the card's."""
+    path = directory / copy.file
+    if not path.is_file():
+        raise ArtifactError(f"ONNX file {path} is missing")
+    actual = sha256_of(path)
+    if actual != copy.sha256:
+        raise ArtifactError(
+            f"checksum mismatch for {path}: model.json says sha256 {copy.sha256}, the file has {actual}"
+        )
+    return path
 
 
 def verify_artifact(directory: Path) -> VerifiedArtifact:

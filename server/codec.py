@@ -7,9 +7,17 @@ Two body forms are read, as KServe and Triton define them:
   bytes are that JSON; an input with `"parameters": {"binary_data_size": k}` and no `data` takes its
   k raw little-endian bytes from what follows, in input order.
 
-Every error names the field that is wrong. The hot path avoids per-value Python work where it can:
-orjson parses, `bytearray` (UINT8) and `array.array` (FP32) convert a flat list in C and refuse
-out-of-range values and non-numbers on the way, numpy views binary data as it is.
+Every error names the field that is wrong. The hot path does no per-value Python work: a flat
+numeric `data` array is cut out of the body before orjson parses the rest, and its text is read by
+numpy straight into the tensor (see `numbers`); anything irregular takes the general path, where
+orjson parses everything, and `bytearray` (UINT8) and `array.array` (FP32) convert the list in C and
+refuse out-of-range values and non-numbers with an error naming the field. Binary data is viewed as
+it is.
+
+Outputs are JSON, or raw bytes after a JSON header with the binary extension: the request's
+`parameters.binary_data_output: true` asks it for every output, an output's
+`parameters.binary_data: true` for that one (FP32 as little-endian floats, BYTES as 4-byte
+little-endian lengths each followed by the UTF-8 text).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from crucible.server import numbers
 from crucible.server.errors import InvalidInput, PayloadTooLarge
 
 INPUT_NAME = "input"
@@ -47,6 +56,8 @@ class InferRequest:
     id: str | None
     images: np.ndarray
     outputs: tuple[str, ...] = OUTPUT_NAMES
+    # The outputs to send as raw bytes after the JSON header (binary tensor data extension).
+    binary_outputs: frozenset[str] = frozenset()
 
 
 def _shape_text(shape: tuple[int, ...] | list) -> str:
@@ -152,13 +163,26 @@ def _from_binary(
     return np.frombuffer(binary, dtype=dtype).reshape(shape).copy()
 
 
-def _requested_outputs(document: dict) -> tuple[str, ...]:
+def _flag(parameters: object, key: str, field: str) -> bool:
+    if parameters is None:
+        return False
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"{field}: expected an object")
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{field}.{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _requested_outputs(document: dict) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The outputs asked for, in order, and those of them to send as binary data."""
+    all_binary = _flag(document.get("parameters"), "binary_data_output", "parameters")
     requested = document.get("outputs")
     if requested is None:
-        return OUTPUT_NAMES
+        return OUTPUT_NAMES, frozenset(OUTPUT_NAMES) if all_binary else frozenset()
     if not isinstance(requested, list):
         raise InvalidInput('outputs: expected a list of {"name": ...} objects')
-    names = []
+    names, binary = [], set()
     for index, output in enumerate(requested):
         name = output.get("name") if isinstance(output, dict) else None
         if name not in OUTPUT_NAMES:
@@ -167,7 +191,13 @@ def _requested_outputs(document: dict) -> tuple[str, ...]:
                 + ", ".join(OUTPUT_NAMES)
             )
         names.append(name)
-    return tuple(names) or OUTPUT_NAMES
+        if _flag(output.get("parameters"), "binary_data", f"outputs[{index}].parameters") or (
+            all_binary and "binary_data" not in (output.get("parameters") or {})
+        ):
+            binary.add(name)
+    if not names:
+        return OUTPUT_NAMES, frozenset(OUTPUT_NAMES) if all_binary else frozenset()
+    return tuple(names), frozenset(binary)
 
 
 def _input_tensor(document: dict) -> dict:
@@ -204,6 +234,10 @@ def decode_infer_request(
     binary_header: str | None = None,
 ) -> InferRequest:
     """Validate an infer request for a model taking images of `image_shape` (C, H, W)."""
+    if binary_header is None:
+        fast = _decode_numeric_json(body, image_shape, max_images)
+        if fast is not None:
+            return fast
     document, binary = _split_binary(body, binary_header)
     tensor = _input_tensor(document)
     datatype = tensor["datatype"]
@@ -225,7 +259,48 @@ def decode_infer_request(
         images = _from_json_data(tensor["data"], datatype, shape)
     if datatype == "FP32" and not np.isfinite(images).all():
         raise InvalidInput("inputs[0].data: FP32 values must be finite numbers")
-    return InferRequest(document.get("id"), images, _requested_outputs(document))
+    return InferRequest(document.get("id"), images, *_requested_outputs(document))
+
+
+def _decode_numeric_json(
+    body: bytes, image_shape: tuple[int, int, int], max_images: int
+) -> InferRequest | None:
+    """The request, when its one input's `data` is a flat array of well-formed numbers: the array's
+    text is read by numpy, the rest of the body by orjson. None when anything is irregular: the
+    general path then decodes the body, and names what is wrong."""
+    cut = numbers.cut_data_array(body)
+    if cut is None:
+        return None
+    rest, data_text = cut
+    try:
+        document = orjson.loads(rest)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    tensor = _input_tensor(document)
+    # The placeholder must sit where the input's data is, or the array cut was some other "data".
+    if tensor.get("data") != [] or "parameters" in tensor:
+        return None
+    datatype = tensor["datatype"]
+    shape = _checked_shape(tensor.get("shape"), image_shape, max_images)
+    values = numbers.parse(data_text, datatype, math.prod(shape))
+    if values is None:
+        return None
+    images = values.reshape(shape)
+    if datatype == "FP32" and not np.isfinite(images).all():
+        raise InvalidInput("inputs[0].data: FP32 values must be finite numbers")
+    request_id = document.get("id")
+    return InferRequest(request_id, images, *_requested_outputs(document))
+
+
+def _labels_bytes(labels: list[str]) -> bytes:
+    """BYTES elements as the binary extension lays them out: a 4-byte little-endian length, the text."""
+    parts = []
+    for label in labels:
+        encoded = label.encode()
+        parts += [len(encoded).to_bytes(4, "little"), encoded]
+    return b"".join(parts)
 
 
 def encode_infer_response(
@@ -234,27 +309,38 @@ def encode_infer_response(
     request: InferRequest,
     probabilities: np.ndarray,
     classes: list[str],
-) -> bytes:
-    """The response JSON: probabilities FP32 [N, C] and the top label of each image, BYTES [N]."""
+) -> tuple[bytes, int | None]:
+    """The response: probabilities FP32 [N, C] and the top label of each image, BYTES [N]. Returns the
+    body and, when any output travels as binary data, the length of its JSON header (the value of
+    Inference-Header-Content-Length); None for a plain JSON body."""
     count, num_classes = probabilities.shape
-    outputs = []
+    outputs, binary_parts = [], []
     for name in request.outputs:
+        binary = name in request.binary_outputs
         if name == PROBABILITIES:
-            outputs.append(
-                {
-                    "name": PROBABILITIES,
-                    "datatype": "FP32",
-                    "shape": [count, num_classes],
-                    "data": probabilities.reshape(-1),
-                }
-            )
+            output: dict = {"name": PROBABILITIES, "datatype": "FP32", "shape": [count, num_classes]}
+            if binary:
+                data = np.ascontiguousarray(probabilities, dtype="<f4").tobytes()
+            else:
+                output["data"] = probabilities.reshape(-1)
         else:
             labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
-            outputs.append({"name": LABELS, "datatype": "BYTES", "shape": [count], "data": labels})
+            output = {"name": LABELS, "datatype": "BYTES", "shape": [count]}
+            if binary:
+                data = _labels_bytes(labels)
+            else:
+                output["data"] = labels
+        if binary:
+            output["parameters"] = {"binary_data_size": len(data)}
+            binary_parts.append(data)
+        outputs.append(output)
     response = {
         "model_name": model_name,
         "model_version": model_version,
         "id": request.id if request.id is not None else secrets.token_hex(16),
         "outputs": outputs,
     }
-    return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary_parts:
+        return header, None
+    return b"".join([header, *binary_parts]), len(header)

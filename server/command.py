@@ -35,7 +35,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     # Checked before torch loads, so a refusal takes a moment, not seconds.
     try:
-        artifact = fetch_verified(args.model, Path(args.cache_dir))
+        artifact = fetch_verified(args.model, Path(args.cache_dir), args.backend, args.quantize)
     except ArtifactError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -52,7 +52,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         max_queue_images=args.max_queue_images,
     )
-    return serve(artifact, args.name, args.host, args.port, args.device, settings)
+    return serve(
+        artifact,
+        args.name,
+        args.host,
+        args.port,
+        args.device,
+        settings,
+        backend=args.backend,
+        quantize=args.quantize,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,6 +107,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to run the model."
+    )
+    serve.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime"],
+        help="What runs the forward pass. auto: ONNX Runtime when the card marks the model's ONNX copy "
+        "verified against PyTorch at export and onnxruntime is installed, else PyTorch (the model's "
+        "metadata says which, and why).",
+    )
+    serve.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="Serve the dynamically quantized int8 copy (onnxruntime), only when the card records its "
+        "held-out accuracy drop within the training run's serve.maxAccuracyDrop.",
     )
     serve.add_argument(
         "--max-body-bytes",

@@ -9,6 +9,7 @@ import numpy as np
 
 import crucible
 from crucible.server import codec
+from crucible.server.backends import PLATFORMS
 from crucible.server.batching import DynamicBatcher
 from crucible.server.errors import InvalidInput, ModelNotReady, PayloadTooLarge
 from crucible.server.images import decode_images
@@ -18,7 +19,6 @@ from crucible.server.settings import ServerSettings
 
 SERVER_NAME = "crucible"
 EXTENSIONS = ["binary_tensor_data"]
-PLATFORM = "pytorch"
 
 
 class DataPlane:
@@ -71,7 +71,7 @@ class DataPlane:
         return {
             "name": model.name,
             "versions": [model.version],
-            "platform": PLATFORM,
+            "platform": PLATFORMS[model.backend.name],
             "inputs": [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, *model.image_shape]}],
             "outputs": [
                 {"name": codec.PROBABILITIES, "datatype": "FP32", "shape": [-1, len(model.classes)]},
@@ -85,6 +85,11 @@ class DataPlane:
                 # How /predict resizes an upload; UINT8 tensors must arrive resized the same way.
                 "resize": card.resize,
                 "sha256": card.sha256,
+                "backend": {
+                    "name": model.backend.name,
+                    "quantization": model.quantization,
+                    "reason": model.backend_reason,
+                },
             },
         }
 
@@ -97,8 +102,9 @@ class DataPlane:
 
     async def infer(
         self, name: str, version: str | None, body: bytes, binary_header: str | None = None
-    ) -> bytes:
-        """An Open Inference Protocol infer request in, its response JSON out."""
+    ) -> tuple[bytes, int | None]:
+        """An Open Inference Protocol infer request in; its response out, and the length of the JSON
+        header when binary outputs follow it (`codec.encode_infer_response`)."""
         model, batcher = self._ready_model(name, version)
         request = codec.decode_infer_request(body, model.image_shape, self.settings.max_images, binary_header)
         probabilities = await batcher.submit(request.images)

@@ -4,6 +4,7 @@ batch queue, and exits 0."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 import sys
@@ -21,6 +22,9 @@ from crucible.trainer.engine import pick_device
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 # How long requests in flight may take to finish after SIGTERM; Kubernetes' default grace is 30 s.
 GRACEFUL_SHUTDOWN_SECONDS = 25
+# Idle connections stay open longer than a load balancer's usual idle timeout (60 s): a client's next
+# request then never pays for a new connection, nor races the server closing the old one.
+KEEP_ALIVE_SECONDS = 75
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 log = logging.getLogger("crucible.server")
@@ -32,12 +36,17 @@ def run_server(app: FastAPI, host: str, port: int) -> int:
         app,
         host=host,
         port=port,
+        # uvloop's event loop and the httptools HTTP parser where installed (the serve extra has both).
+        loop="auto",
+        http="auto",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         lifespan="on",
         # The metrics count every request; a log line per request would cost more than a small model.
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     server = uvicorn.Server(config)
+    log.info("HTTP: %s event loop, %s parser", *_http_stack())
     # uvicorn re-raises the stop signal once its graceful shutdown is done, so that the process
     # ends the way the signal's previous handler says. With Python's defaults that is "killed by
     # SIGTERM" (or KeyboardInterrupt); this handler takes the signal instead, and a clean stop exits 0.
@@ -53,6 +62,13 @@ def run_server(app: FastAPI, host: str, port: int) -> int:
     return EXIT_OK if server.started else EXIT_FAILED
 
 
+def _http_stack() -> tuple[str, str]:
+    """The event loop and HTTP parser uvicorn's "auto" picks here."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return loop, parser
+
+
 def serve(
     artifact: VerifiedArtifact,
     name: str | None = None,
@@ -61,6 +77,8 @@ def serve(
     device: str = "auto",
     settings: ServerSettings | None = None,
     threads: int | None = None,
+    backend: str = "auto",
+    quantize: str | None = None,
 ) -> int:
     """Load the verified artifact, warm up, serve: the exit code (2, with one line saying why, when the
     weights do not load)."""
@@ -69,18 +87,19 @@ def serve(
     try:
         torch_device = pick_device(device)
         configure_threads(threads or available_cpus())
-        model = load_verified(artifact, torch_device, name)
+        model = load_verified(artifact, torch_device, name, backend, quantize)
     except (ArtifactError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     model.warm_up(tuple(sorted({1, settings.max_batch_size})))
     log.info(
-        "model %s ready: %s, %d classes, input %s, sha256 %s, on %s",
+        "model %s ready: %s, %d classes, input %s, sha256 %s, on %s with %s",
         model.name,
         model.card.architecture,
         len(model.classes),
         "x".join(str(d) for d in model.image_shape),
         model.card.sha256,
         torch_device,
+        model.backend.name + (f" {model.quantization}" if model.quantization else ""),
     )
     return run_server(create_app(ModelRepository([model]), settings), host, port)

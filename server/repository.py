@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crucible.server.artifact import CARD_FILE, ArtifactError, ModelCard, VerifiedArtifact, verify_artifact
+from crucible.server.artifact import (
+    CARD_FILE,
+    ArtifactError,
+    ModelCard,
+    VerifiedArtifact,
+    verify_artifact,
+    verify_onnx,
+)
+from crucible.server.backends import ONNXRUNTIME, Backend, OnnxRuntimeBackend, TorchBackend, choose_backend
 from crucible.server.errors import ModelNotFound, ModelNotReady
 
 log = logging.getLogger(__name__)
@@ -18,15 +26,33 @@ class Model:
     """A loaded classifier: batches of images in, class probabilities out. Not thread-safe: one
     inference worker calls `predict`."""
 
-    def __init__(self, name: str, card: ModelCard, module: torch.nn.Module, device: torch.device) -> None:
+    def __init__(
+        self,
+        name: str,
+        card: ModelCard,
+        module: torch.nn.Module,
+        device: torch.device,
+        backend: Backend | None = None,
+        backend_reason: str = "",
+        quantization: str | None = None,
+    ) -> None:
         self.name = name
         self.card = card
         self.version = card.sha256[:12]
         self.device = device
         self.module = module.to(device).eval()
+        self.backend = backend or TorchBackend(self.module, device)
+        self.backend_reason = backend_reason
+        self.quantization = quantization
         self.ready = False
-        self._mean = torch.tensor(card.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(card.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        input_device = self.backend.input_device
+        # (pixels / 255 - mean) / std as one multiply and one add per value.
+        std = torch.tensor(card.std, dtype=torch.float32, device=input_device).view(1, 3, 1, 1)
+        mean = torch.tensor(card.mean, dtype=torch.float32, device=input_device).view(1, 3, 1, 1)
+        self._scale = 1 / (255 * std)
+        self._shift = -mean / std
+        # The input batch, reused from one forward pass to the next (grown when a larger one comes).
+        self._buffer = torch.empty((0, *card.image_shape), dtype=torch.float32, device=input_device)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -37,24 +63,29 @@ class Model:
         return self.card.classes
 
     def _model_input(self, parts: list[np.ndarray]) -> torch.Tensor:
-        """One float32 batch on the device: UINT8 parts scaled and normalized as in training
-        (`(pixels / 255 - mean) / std`), FP32 parts taken as already normalized."""
+        """One float32 batch where the backend reads it: UINT8 parts scaled and normalized as in
+        training (`(pixels / 255 - mean) / std`), FP32 parts taken as already normalized. Each part is
+        written once, into the reused batch buffer."""
         total = sum(len(part) for part in parts)
-        batch = torch.empty((total, *self.image_shape), dtype=torch.float32, device=self.device)
+        if total > len(self._buffer):
+            self._buffer = torch.empty(
+                (total, *self.image_shape), dtype=torch.float32, device=self._buffer.device
+            )
+        batch = self._buffer[:total]
         offset = 0
         for part in parts:
             rows = batch[offset : offset + len(part)]
             # Pixels travel to the device as uint8: a quarter of the bytes of float32.
-            rows.copy_(torch.from_numpy(part).to(self.device, non_blocking=True))
+            rows.copy_(torch.from_numpy(part), non_blocking=True)
             if part.dtype == np.uint8:
-                rows.div_(255.0).sub_(self._mean).div_(self._std)
+                rows.mul_(self._scale).add_(self._shift)
             offset += len(part)
         return batch
 
     def predict(self, parts: list[np.ndarray]) -> np.ndarray:
         """Probabilities float32 [N, C] for the images of every part, in order, in one forward pass."""
         with torch.inference_mode():
-            logits = self.module(self._model_input(parts))
+            logits = self.backend.logits(self._model_input(parts))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
@@ -64,11 +95,19 @@ class Model:
         self.ready = True
 
 
-def load_verified(artifact: VerifiedArtifact, device: torch.device, name: str | None = None) -> Model:
-    """Build the network of a verified artifact and load its weights; ArtifactError when they do not fit."""
+def load_verified(
+    artifact: VerifiedArtifact,
+    device: torch.device,
+    name: str | None = None,
+    backend: str = "auto",
+    quantize: str | None = None,
+) -> Model:
+    """Build the network of a verified artifact and load its weights, on the backend `choose_backend`
+    picks; ArtifactError when they do not fit, ValueError when the backend asked for cannot serve it."""
     from crucible.trainer.models import build_model
 
     card = artifact.card
+    choice = choose_backend(card.onnx, backend, quantize, device_type=device.type)
     try:
         module = build_model(card.architecture, len(card.classes), card.dropout)
     except ValueError as error:
@@ -78,19 +117,35 @@ def load_verified(artifact: VerifiedArtifact, device: torch.device, name: str | 
         module.load_state_dict(state)
     except Exception as error:  # torch raises many kinds for a bad file; all mean the same here
         raise ArtifactError(f"cannot load weights {artifact.weights}: {error}") from None
+    runner: Backend | None = None
+    if choice.backend == ONNXRUNTIME:
+        assert choice.onnx is not None
+        path = verify_onnx(artifact.directory, choice.onnx)
+        try:
+            runner = OnnxRuntimeBackend(path, torch.get_num_threads(), device.type)
+        except Exception as error:  # onnxruntime raises its own kinds for a file it cannot load
+            raise ArtifactError(f"cannot load {path} with onnxruntime: {error}") from None
     log.info(
-        "loaded %s (%s, %d classes) from %s",
+        "loaded %s (%s, %d classes) from %s; backend %s (%s)",
         name or card.name,
         card.architecture,
         len(card.classes),
         artifact.directory,
+        choice.backend + (f" {choice.quantization}" if choice.quantization else ""),
+        choice.reason,
     )
-    return Model(name or card.name, card, module, device)
+    return Model(name or card.name, card, module, device, runner, choice.reason, choice.quantization)
 
 
-def load_artifact(directory: Path, device: torch.device, name: str | None = None) -> Model:
+def load_artifact(
+    directory: Path,
+    device: torch.device,
+    name: str | None = None,
+    backend: str = "auto",
+    quantize: str | None = None,
+) -> Model:
     """Verify and load an artifact directory; ArtifactError with a message a person can act on."""
-    return load_verified(verify_artifact(directory), device, name)
+    return load_verified(verify_artifact(directory), device, name, backend, quantize)
 
 
 def configure_threads(threads: int) -> None:

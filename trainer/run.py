@@ -22,7 +22,7 @@ import torch
 from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
 from crucible.resources import available_cpus
-from crucible.trainer import baselines, data_checks, export
+from crucible.trainer import baselines, data_checks, export, onnx_export
 from crucible.trainer.checkpoint import Checkpoint, run_key
 from crucible.trainer.data import ImageData, curate, load_dataset, split
 from crucible.trainer.early_stopping import EarlyStopping
@@ -392,6 +392,9 @@ def _run_stages(
         },
         "predictionsFile": export.PREDICTIONS_FILE,
     }
+    # The ONNX copy, checked against the network on the held-out images (read through the pipeline).
+    held_out_feed = pipeline.eval_feed(test_split, norm)
+    card |= onnx_export.export_checked(model, context.output_dir, held_out_feed, spec.serve.max_accuracy_drop)
     export.write_model_card(context.output_dir, card)
     export.write_predictions(
         context.output_dir,

@@ -303,6 +303,18 @@ class OutputSpec(SpecModel):
     )
 
 
+class ServeSpec(SpecModel):
+    """How the trained model may be served."""
+
+    max_accuracy_drop: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest held-out accuracy drop (a fraction, 0.01 = one point) a server accepts from "
+        "the int8 copy of the model (`crucible serve --quantize int8`); measured at export.",
+    )
+
+
 class TrainingRunSpec(SpecModel):
     """A TrainingRun: train one model with gates and export it when they pass."""
 
@@ -313,3 +325,4 @@ class TrainingRunSpec(SpecModel):
     gates: GatesSpec = Field(default_factory=GatesSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    serve: ServeSpec = Field(default_factory=ServeSpec)

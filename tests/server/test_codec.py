@@ -222,7 +222,10 @@ def test_binary_extension_errors_name_what_is_wrong(raw, header, message):
 
 def test_response_has_probabilities_and_labels_as_the_protocol_defines_them():
     probabilities = np.array([[0.1, 0.9], [0.8, 0.2]], dtype=np.float32)
-    raw = encode_infer_response("m", "v1", InferRequest("abc", np.zeros(1)), probabilities, ["cat", "dog"])
+    raw, json_length = encode_infer_response(
+        "m", "v1", InferRequest("abc", np.zeros(1)), probabilities, ["cat", "dog"]
+    )
+    assert json_length is None  # plain JSON: no Inference-Header-Content-Length
     assert orjson.loads(raw) == {
         "model_name": "m",
         "model_version": "v1",
@@ -239,10 +242,10 @@ def test_response_without_a_request_id_gets_a_fresh_one_and_only_the_outputs_ask
     first = orjson.loads(
         encode_infer_response(
             "m", "v", InferRequest(None, np.zeros(1), ("labels",)), probabilities, ["a", "b"]
-        )
+        )[0]
     )
     second = orjson.loads(
-        encode_infer_response("m", "v", InferRequest(None, np.zeros(1)), probabilities, ["a", "b"])
+        encode_infer_response("m", "v", InferRequest(None, np.zeros(1)), probabilities, ["a", "b"])[0]
     )
     assert first["outputs"] == [{"name": "labels", "datatype": "BYTES", "shape": [1], "data": ["b"]}]
     assert first["id"] and second["id"] and first["id"] != second["id"]

@@ -41,17 +41,23 @@ def test_serve_is_a_subcommand_with_the_documented_flags():
             "1000",
             "--max-images",
             "4",
+            "--backend",
+            "onnxruntime",
+            "--quantize",
+            "int8",
         ]
     )
     assert (args.model, args.name, args.host, args.port) == ("runs/digits", "digits", "0.0.0.0", 9000)
     assert (args.max_batch_size, args.max_batch_delay_ms, args.device) == (16, 2.5, "cpu")
     assert (args.max_body_bytes, args.max_images) == (1000, 4)
+    assert (args.backend, args.quantize) == ("onnxruntime", "int8")
 
 
 def test_defaults_listen_on_localhost_8080_with_batching_on():
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert (args.host, args.port, args.device) == ("127.0.0.1", 8080, "auto")
     assert (args.max_batch_size, args.max_batch_delay_ms) == (32, 5.0)
+    assert (args.backend, args.quantize) == ("auto", None)
 
 
 @pytest.mark.parametrize("flag", ["--max-batch-size", "--max-images", "--max-body-bytes"])

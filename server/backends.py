@@ -1,0 +1,159 @@
+"""Inference backends: the forward pass of a loaded model, run by PyTorch or by ONNX Runtime, and the
+decision of which one serves an artifact.
+
+ONNX Runtime serves only an ONNX copy that the trainer verified against PyTorch at export (see
+`crucible.trainer.onnx_export`), and its int8 copy only when the card records a held-out accuracy
+drop within the training run's `serve.maxAccuracyDrop`. By default (`auto`) a verified copy is served
+by ONNX Runtime, faster than eager PyTorch on CPU; anything else is served by PyTorch, and the
+model's metadata says why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from crucible.server.artifact import OnnxCopy, OnnxRecord
+
+TORCH, ONNXRUNTIME = "torch", "onnxruntime"
+BACKENDS = (TORCH, ONNXRUNTIME)
+BACKEND_CHOICES = ("auto", *BACKENDS)
+QUANTIZATIONS = ("int8",)
+# The model metadata's `platform`, in the words Triton and KServe use.
+PLATFORMS = {TORCH: "pytorch", ONNXRUNTIME: "onnxruntime_onnx"}
+# ONNX Runtime's execution providers, best first, for a GPU pod; each only where the runtime has it.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str  # torch | onnxruntime
+    onnx: OnnxCopy | None = None  # the file ONNX Runtime runs
+    quantization: str | None = None  # int8, or None for the float model
+    reason: str = ""  # why this backend: shown in /v2/models/{name}
+
+
+def onnxruntime_providers() -> list[str]:
+    """ONNX Runtime's execution providers in this environment; empty when it is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return []
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def execution_providers(device_type: str, available: list[str]) -> list[str]:
+    """The providers a session on `device_type` uses, best first: GPU ones only on a GPU device."""
+    wanted = (*GPU_PROVIDERS, CPU_PROVIDER) if device_type == "cuda" else (CPU_PROVIDER,)
+    return [provider for provider in wanted if provider in available]
+
+
+def _int8_choice(onnx: OnnxRecord, requested: str, runtime: bool) -> BackendChoice:
+    prefix = "--quantize int8"
+    if requested == TORCH:
+        raise ValueError(f"{prefix}: the int8 model runs on the onnxruntime backend, not --backend torch")
+    if not runtime:
+        raise ValueError(f"{prefix}: onnxruntime is not installed")
+    if not onnx.verified:
+        raise ValueError(f"{prefix}: the model's ONNX copy is not verified: {onnx.reason}")
+    if onnx.int8 is None:
+        raise ValueError(
+            f"{prefix}: the card records no int8 copy" + (f" ({onnx.int8_reason})" * bool(onnx.int8_reason))
+        )
+    drop, limit = onnx.int8_accuracy_drop, onnx.max_accuracy_drop
+    if drop is None or limit is None:
+        raise ValueError(f"{prefix}: the card records no measured held-out accuracy drop of the int8 copy")
+    if drop > limit:
+        raise ValueError(
+            f"{prefix}: the int8 copy loses {drop:.4f} held-out accuracy, over the training run's "
+            f"serve.maxAccuracyDrop of {limit:g}; serve the float model instead"
+        )
+    reason = f"int8 copy, held-out accuracy drop {drop:.4f} within serve.maxAccuracyDrop {limit:g}"
+    return BackendChoice(ONNXRUNTIME, onnx.int8, "int8", reason)
+
+
+def choose_backend(
+    onnx: OnnxRecord,
+    requested: str = "auto",
+    quantize: str | None = None,
+    providers: list[str] | None = None,
+    device_type: str = "cpu",
+) -> BackendChoice:
+    """Which backend serves a model whose card says `onnx`, given what the runtime offers
+    (`providers`, empty when onnxruntime is missing). ValueError, naming the flag, when what was
+    asked for cannot be served."""
+    if requested not in BACKEND_CHOICES:
+        raise ValueError(f"--backend: {requested!r} is not a backend; allowed: " + ", ".join(BACKEND_CHOICES))
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"--quantize: {quantize!r} is not supported; allowed: " + ", ".join(QUANTIZATIONS))
+    providers = onnxruntime_providers() if providers is None else providers
+    runtime = bool(execution_providers(device_type, providers))
+    if quantize == "int8":
+        return _int8_choice(onnx, requested, runtime)
+    if requested == TORCH:
+        return BackendChoice(TORCH, reason="--backend torch")
+    if requested == ONNXRUNTIME:
+        if not runtime:
+            raise ValueError(f"--backend onnxruntime: onnxruntime is not installed for {device_type}")
+        if not onnx.verified:
+            raise ValueError(f"--backend onnxruntime: the model's ONNX copy is not verified: {onnx.reason}")
+        return BackendChoice(ONNXRUNTIME, onnx.model, reason="--backend onnxruntime")
+    if not onnx.verified:
+        return BackendChoice(TORCH, reason=f"ONNX copy not verified at export: {onnx.reason}")
+    if not runtime:
+        return BackendChoice(TORCH, reason=f"onnxruntime is not installed for {device_type}")
+    return BackendChoice(ONNXRUNTIME, onnx.model, reason="ONNX copy verified against PyTorch at export")
+
+
+class Backend(Protocol):
+    name: str
+    # Where the model's input batch is assembled.
+    input_device: torch.device
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+class TorchBackend:
+    name = TORCH
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.module = module.to(device).eval()
+        self.input_device = device
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(batch)
+
+
+class OnnxRuntimeBackend:
+    """One ONNX Runtime session; the batch is assembled in host memory and handed over without a copy."""
+
+    name = ONNXRUNTIME
+
+    def __init__(self, path: Path, threads: int, device_type: str = "cpu") -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # Idle workers would spin on the cores the event loop needs (as OMP_WAIT_POLICY=PASSIVE does
+        # for PyTorch's).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = execution_providers(device_type, onnxruntime.get_available_providers())
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        self.providers = self.session.get_providers()
+        self._input = self.session.get_inputs()[0].name
+        self.input_device = torch.device("cpu")
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        outputs = self.session.run(None, {self._input: batch.numpy()})
+        return torch.from_numpy(np.asarray(outputs[0]))
