@@ -10,6 +10,7 @@ from importlib import resources
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 from starlette.types import Scope
@@ -202,7 +203,9 @@ def create_app(repository: ModelRepository, settings: ServerSettings | None = No
         finally:
             await plane.stop()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from this Python environment, never from a CDN, so
+    # they work on clusters without internet access.
+    app = FastAPIOffline(
         title="Crucible inference server",
         version=crucible.__version__,
         description=DESCRIPTION,
