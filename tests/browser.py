@@ -96,17 +96,33 @@ def other_hosts(urls: list[str], base_url: str) -> list[str]:
             and urlsplit(url).netloc != own]
 
 
+def _viewport(driver, width: int, height: int) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+
+
 def screenshot(driver, name: str) -> Path:
-    """The page as it is, at desktop and phone width: out/screenshots/<name>-desktop.png and -390.png.
-    The window is back at desktop width afterwards."""
+    """The whole page as it is, at desktop and at phone width: out/screenshots/<name>-desktop.png and
+    <name>-390.png. The viewport is back at desktop size afterwards."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for suffix, (width, height) in (("desktop", DESKTOP), ("390", PHONE)):
-        driver.set_window_size(width, height)
+        _viewport(driver, width, height)
         full_height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(width, min(max(height, full_height), 4000))
+        _viewport(driver, width, min(max(height, full_height), 4000))
         driver.save_screenshot(str(SCREENSHOTS / f"{name}-{suffix}.png"))
-    driver.set_window_size(*DESKTOP)
+    _viewport(driver, *DESKTOP)
     return SCREENSHOTS
+
+
+def at_phone_width(driver) -> None:
+    """The viewport of a 390 px wide phone, until `at_desktop_width`."""
+    _viewport(driver, *PHONE)
+
+
+def at_desktop_width(driver) -> None:
+    _viewport(driver, *DESKTOP)
 
 
 def horizontal_overflow(driver) -> int:
@@ -114,3 +130,28 @@ def horizontal_overflow(driver) -> int:
     return int(driver.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
     ))
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """`app` served by uvicorn on 127.0.0.1 (a free port) in a thread; its base URL. Leaving the block
+    stops it, so the same page then finds its server unreachable."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
