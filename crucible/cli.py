@@ -73,6 +73,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crucible.server.command",
     "crucible.operator.command",
     "crucible.tuning.command",
+    "crucible.console.command",
 )
 
 
