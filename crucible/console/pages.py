@@ -4,6 +4,7 @@ Everything interpolated is escaped here; charts are inline SVG (nothing is loade
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from html import escape
 from urllib.parse import quote, urlencode
@@ -60,13 +61,33 @@ def cv_text(mean: float | None, std: float | None) -> str:
     return f"{number(mean)} ± {number(std)}"
 
 
+def _reason(status: dict) -> str:
+    """Why the object is where it is: in red only when it failed."""
+    if not status.get("reason"):
+        return ""
+    cls = "reason" if status.get("phase") == "Failed" else "muted"
+    return f'<p class="{cls}">{e(status["reason"])}</p>'
+
+
 def empty(message: str) -> str:
     return f'<p class="empty">{e(message)}</p>'
 
 
+def _plain(html_text: str) -> str:
+    return re.sub(r"<[^>]+>", "", html_text).strip()
+
+
 def table(headers: list[str], rows: list[list[str]], caption: str = "", cls: str = "") -> str:
+    """A table; each cell carries its column's name (data-label), which narrow screens show beside the
+    value when a `stack` table lays its rows out as cards."""
     head = "".join(f'<th scope="col">{header}</th>' for header in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    labels = [e(_plain(header)) for header in headers]
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td data-label="{label}">{cell}</td>' for label, cell in zip(labels, row, strict=False))
+        + "</tr>"
+        for row in rows
+    )
     cap = f"<caption>{e(caption)}</caption>" if caption else ""
     return (
         f'<div class="scroll"><table class="{cls}">{cap}<thead><tr>{head}</tr></thead>'
@@ -152,7 +173,7 @@ def runs_page(runs: list[dict], now: datetime, query: dict) -> str:
                 ]
             )
         parts.append(f"<h2>Namespace {e(namespace)}</h2>")
-        parts.append(table(headers, table_rows, cls="runs"))
+        parts.append(table(headers, table_rows, cls="runs stack"))
     parts.append('<button type="submit">Compare selected runs</button></form>')
     return "".join(parts)
 
@@ -314,7 +335,7 @@ def run_page(run: dict, events: list[dict], has_report: bool, deployments: list[
             f'served by ModelDeployment <a href="{e(deployment_href(namespace, dep_name))}">{e(dep_name)}</a>'
         )
     label_text = ", ".join(f"{k}={v}" for k, v in labels.items()) or "none"
-    reason = f'<p class="reason">{e(status["reason"])}</p>' if status.get("reason") else ""
+    reason = _reason(status)
     report = (
         f'<img class="report" src="{e(run_href(namespace, name))}/report.png" '
         f'alt="Learning curves and confusion matrix of {e(name)}">'
@@ -459,7 +480,7 @@ def history_chart(trials: list[dict], maximize: bool, metric: str) -> str:
     ]
     if not points:
         return empty("No complete trial yet.")
-    width, height, pad = 360, 180, 34
+    width, height, pad, left = 360, 180, 30, 52
     numbers = [t["number"] for t in trials]
     values = [v for _, v in points]
     low, high = min(values), max(values)
@@ -468,7 +489,7 @@ def history_chart(trials: list[dict], maximize: bool, metric: str) -> str:
     span_n = max(1, max(numbers) - min(numbers))
 
     def x(n: float) -> float:
-        return pad + (n - min(numbers)) / span_n * (width - 2 * pad)
+        return left + (n - min(numbers)) / span_n * (width - left - pad)
 
     def y(v: float) -> float:
         return height - pad - (v - low) / (high - low) * (height - 2 * pad)
@@ -536,7 +557,7 @@ def job_page(job: dict, trials: list[dict], plots: list[str], events: list[dict]
         f'alt="{e(p.removesuffix(".png").replace("_", " "))} of the study">'
         for p in plots
     )
-    reason = f'<p class="reason">{e(status["reason"])}</p>' if status.get("reason") else ""
+    reason = _reason(status)
     return "".join(
         [
             f"<h1>{e(meta['name'])} {phase_badge(status.get('phase') or 'Running')}</h1>",
@@ -557,7 +578,9 @@ def job_page(job: dict, trials: list[dict], plots: list[str], events: list[dict]
             pictures,
             "</section>",
             "<section><h2>Trials</h2>",
-            table(["#", "State", e(metric), "Parameters", "Run"], rows) if rows else empty("No trials yet."),
+            table(["#", "State", e(metric), "Parameters", "Run"], rows, cls="trials stack")
+            if rows
+            else empty("No trials yet."),
             "</section>",
             "<section><h2>Events</h2>",
             events_section(events),
