@@ -66,6 +66,12 @@ APPLICATION = (
     # handler watches its status.bestTrial (kopf lists, watches and annotates what it handles).
     Permission("crucible.dev", "tuningjobs", ("get", "list", "watch", "patch")),
     Permission("crucible.dev", "tuningjobs/status", ("patch",)),
+    # kopf.adopt() makes each child's owner reference blockOwnerDeletion: true; where the API server runs
+    # OwnerReferencesPermissionEnforcement (OpenShift, hardened clusters) creating such a child needs
+    # update on the owner's finalizers subresource. Nothing ever writes it.
+    Permission("crucible.dev", "trainingruns/finalizers", ("update",)),
+    Permission("crucible.dev", "modeldeployments/finalizers", ("update",)),
+    Permission("crucible.dev", "tuningjobs/finalizers", ("update",)),
     # A run's spec ConfigMap: created once, read back when it already exists (409).
     Permission("", "configmaps", ("get", "create")),
     # Trainer Jobs: created once, watched (kopf annotates them) to mirror their progress into the run.

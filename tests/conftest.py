@@ -13,6 +13,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 
 from crucible.api.trainingrun import TrainingRunSpec
+from tests.cluster.fixtures import (  # noqa: F401 (fixtures: the real control plane, for every part)
+    cluster_controllers,
+    control_plane,
+    crucible_crds,
+    kube_api,
+    namespace,
+)
 from tests.s3_store import S3Store
 
 # A spec that trains in a few seconds on 2 CPU cores and still learns digits well (~0.95).

@@ -57,6 +57,10 @@ def _column(
     return column
 
 
+# A DNS-1035 label (what a Service name must be); length is not limited here because child names
+# longer than 63 characters are shortened with a hash (crucible.operator.naming.child_name).
+DNS_1035_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
 AGE = _column("Age", ".metadata.creationTimestamp", "date")
 READY = '.status.conditions[?(@.type=="Ready")]'
 
@@ -101,6 +105,7 @@ def _training_run() -> Kind:
                 _rule(
                     "!has(oldSelf.status) || !has(oldSelf.status.jobName) || self.spec == oldSelf.spec",
                     "spec is immutable once the run has started; create a new TrainingRun instead",
+                    ".spec",
                 )
             ],
             "spec.dataset": [
@@ -162,6 +167,18 @@ def _model_deployment() -> Kind:
             _column("Reason", f"{READY}.reason", priority=1),
         ],
         rules={
+            # The ModelDeployment's Services are named after it, and a Service name is a DNS-1035 label;
+            # an object name is only a DNS subdomain (`2024-digits`, `digits.v2`). Refused here rather
+            # than renamed below, so `kubectl get svc digits` finds what the user named.
+            "": [
+                _rule(
+                    "self.metadata.name.matches('" + DNS_1035_LABEL + "')",
+                    "metadata.name must start with a lowercase letter and hold only lowercase letters, "
+                    "digits and '-' (no '.'), ending with a letter or digit: the ModelDeployment's "
+                    "Services are named after it, and a Service name is a DNS-1035 label",
+                    ".metadata",
+                )
+            ],
             "spec.resources": GPU_POOL_RULES,
             "spec.model": [
                 _rule(
@@ -204,6 +221,7 @@ def _tuning_job() -> Kind:
                     "self.spec.objective == oldSelf.spec.objective)",
                     "template, searchSpace and objective are immutable once the search has started; "
                     "create a new TuningJob instead",
+                    ".spec",
                 )
             ],
             "spec.template.resources": GPU_POOL_RULES,
@@ -242,7 +260,8 @@ def openapi_schema(kind: Kind) -> dict:
         "properties": {
             "apiVersion": {"type": "string", "description": "crucible.dev/v1alpha1"},
             "kind": {"type": "string", "description": kind.kind},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server refuses any other key here: metadata's schema is its own.
+            "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
         },

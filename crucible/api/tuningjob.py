@@ -57,10 +57,6 @@ class ParameterSpec(SpecModel):
                     "message": "float and int parameters need low < high",
                 },
                 {
-                    "rule": "self.type != 'categorical' || (has(self.choices) && size(self.choices) > 0)",
-                    "message": "categorical parameters need at least one choice",
-                },
-                {
                     "rule": "self.type == 'categorical' || !has(self.log) || !self.log || "
                     "(has(self.low) && self.low > 0)",
                     "message": "a log scale needs low > 0",
@@ -79,8 +75,12 @@ class ParameterSpec(SpecModel):
     step: float | None = Field(
         None, gt=0, description="float and int: sample only low, low + step, ... (int default 1)."
     )
+    # CEL cannot read `choices` (its items have no type, see Choice), so no rule can say "categorical
+    # needs choices"; the schema refuses an empty list (minItems) and the operator a missing one.
     choices: list[Choice] | None = Field(
-        None, description="categorical: the values to choose from (strings, numbers or booleans)."
+        None,
+        description="categorical: the values to choose from (strings, numbers or booleans).",
+        json_schema_extra={"minItems": 1},
     )
 
     @model_validator(mode="after")

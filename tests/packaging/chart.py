@@ -16,7 +16,7 @@ HELM = ROOT / ".tools" / "bin" / "helm"
 RELEASE, NAMESPACE = "crucible", "crucible-system"
 
 NAMESPACED = {"watch": {"allNamespaces": False, "namespaces": ["ml", "research"]}}
-PEERING = {"peering": {"enabled": True}, "replicaCount": 2}
+PEERING = {"peering": {"enabled": True}}
 POSTGRESQL = {"tuning": {"study": {"type": "postgresql", "postgresql": {"existingSecret": "study-db"}}}}
 S3 = {"artifacts": {"type": "s3", "s3": {"uri": "s3://models/crucible", "credentialsSecret": "s3-creds"}}}
 A100_POOL = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from crucible.cli import build_parser
+from crucible.operator import naming
 from crucible.operator.config import load_config
 from tests.packaging.chart import (
     CHART,
@@ -165,8 +167,8 @@ def test_peering_objects_only_when_enabled() -> None:
     namespaced = of_kind(render(SCENARIOS["peering-namespaced"]), "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in namespaced) == ["ml", "research"]
     (deployment,) = of_kind(render(SCENARIOS["peering"]), "Deployment")
-    assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    # One replica even with peering (a standby would not serve the study proxy), replaced, not rolled.
+    assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (1, "Recreate")
 
 
 def test_a_single_operator_never_overlaps_itself_in_a_rollout() -> None:
@@ -178,8 +180,42 @@ def test_the_operator_is_probed_on_kopfs_liveness_endpoint() -> None:
     (deployment,) = of_kind(render({}), "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Ready only once kopf serves it: a crash-looping operator never reads as rolled out.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_kopf_gets_its_peer_identity_from_the_pod_name() -> None:
+    # Without POD_ID kopf asks getpass for a user name, which fails for uid 65532 (no passwd entry).
+    (deployment,) = of_kind(render({}), "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_the_operator_pod_owns_its_volumes_through_fs_group() -> None:
+    # A fresh block-storage volume's root is root-owned 0755: the kubelet gives it to fsGroup.
+    (deployment,) = of_kind(render({}), "Deployment")
+    context = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert context["fsGroup"] == context["runAsGroup"] == 65532
+
+
+def test_the_default_artifacts_claim_is_one_every_default_storage_class_provisions() -> None:
+    claims = {c["metadata"]["name"]: c for c in of_kind(render({}), "PersistentVolumeClaim")}
+    assert claims["crucible-artifacts"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    shared = render({"artifacts": {"pvc": {"accessModes": ["ReadWriteMany"]}}})
+    (claim,) = [
+        c for c in of_kind(shared, "PersistentVolumeClaim") if c["metadata"]["name"] == "crucible-artifacts"
+    ]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_study_proxy_address_can_be_overridden() -> None:
+    values = {"tuning": {"proxyAddress": "crucible-study.ml-platform.svc.cluster.example"}}
+    assert (
+        operator_config(render(values))["tuning"]["proxyAddress"]
+        == "crucible-study.ml-platform.svc.cluster.example"
+    )
 
 
 def test_storage_claims_follow_the_values() -> None:
@@ -210,11 +246,24 @@ def test_the_service_monitor_scrapes_the_model_servers() -> None:
     (monitor,) = of_kind(render(SCENARIOS["service-monitor"]), "ServiceMonitor")
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # Both Services of a ModelDeployment carry these labels; only <name>-server (every track) is kept,
+    # so stable pods are not scraped twice through <name>-stable.
+    (keep,) = monitor["spec"]["endpoints"][0]["relabelings"]
+    assert keep == {
+        "sourceLabels": ["__meta_kubernetes_service_name"],
+        "regex": ".+-server",
+        "action": "keep",
+    }
+    for name in ("digits", "d" * 200):
+        assert re.fullmatch(keep["regex"], naming.service_name(name))
+        assert not re.fullmatch(keep["regex"], naming.stable_service_name(name))
     assert not of_kind(render({}), "ServiceMonitor")
 
 
 BAD_VALUES = {
     "two replicas without peering": {"replicaCount": 2},
+    "two replicas with peering": {"replicaCount": 2, "peering": {"enabled": True}},
+    "a study proxy address with a scheme": {"tuning": {"proxyAddress": "grpc://study:13000"}},
     "namespaced with no namespace": {"watch": {"allNamespaces": False}},
     "a namespace that is no DNS label": {"watch": {"allNamespaces": False, "namespaces": ["ML_team"]}},
     "an unknown top-level key": {"imagee": {"tag": "x"}},
