@@ -248,11 +248,11 @@ def trials_of(job: dict, runs: list[dict]) -> list[dict]:
     if status.get("trials"):
         return sorted(status["trials"], key=lambda trial: trial["number"])
     metric = ((job.get("spec") or {}).get("objective") or {}).get("metric", HELD_OUT_METRIC)
-    name = job["metadata"]["name"]
+    name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
     trials = []
     for run in runs:
         labels = run["metadata"].get("labels") or {}
-        if labels.get("crucible.dev/tuning-job") != name:
+        if labels.get("crucible.dev/tuning-job") != name or run["metadata"]["namespace"] != namespace:
             continue
         run_status = run.get("status") or {}
         phase = run_status.get("phase") or "Pending"

@@ -76,6 +76,9 @@ def test_trials_on_a_cluster_come_from_the_child_runs():
         run("s-trial-000", accuracy=0.7, labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"}),
         run("s-trial-002", phase="Running", labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "2"}),
         run("other"),
+        {**run("s-trial-000", labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"}),
+         "metadata": {"name": "s-trial-000", "namespace": "elsewhere",
+                      "labels": {"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"}}},
     ]
     trials = views.trials_of(job, children)
     assert [(t["number"], t["state"], t["value"]) for t in trials] == [
