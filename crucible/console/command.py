@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     console.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     console.add_argument("--port", type=int, default=8080, help="Port to listen on (default 8080).")
     console.add_argument(
+        "--root-path",
+        default="",
+        help="The path prefix a proxy serves the console under, e.g. /console (default: none).",
+    )
+    console.add_argument(
         "--refresh-seconds",
         type=float,
         default=2.0,
@@ -62,5 +67,6 @@ def run_console(args: argparse.Namespace) -> int:
     from crucible.console.app import create_app
 
     print(f"console: {source.description} at http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(source, args.refresh_seconds), host=args.host, port=args.port, log_level="warning")
+    app = create_app(source, args.refresh_seconds)
+    uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level="warning")
     return 0
