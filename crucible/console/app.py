@@ -128,7 +128,8 @@ def create_app(source: Source, refresh_seconds: float = 2.0) -> FastAPI:
             if item["metadata"]["namespace"] == namespace and name in _served_runs(item)
         ]
         has_report = source.file("TrainingRun", namespace, name, "report.png") is not None
-        main = pages.run_page(run, events, has_report, serving)
+        pods = source.pods("TrainingRun", namespace, name) if source.has_pods else None
+        main = pages.run_page(run, events, has_report, serving, pods)
         return page(request, name, "runs", main, views.is_live(run))
 
     @app.get("/runs/{namespace}/{name}/report.png", include_in_schema=False)
@@ -175,7 +176,8 @@ def create_app(source: Source, refresh_seconds: float = 2.0) -> FastAPI:
     @app.get("/deployments/{namespace}/{name}", include_in_schema=False)
     def deployment_page(request: Request, namespace: str, name: str) -> Response:
         item = source.get("ModelDeployment", namespace, name)
-        main = pages.deployment_page(item, source.events("ModelDeployment", namespace, name))
+        pods = source.pods("ModelDeployment", namespace, name)
+        main = pages.deployment_page(item, source.events("ModelDeployment", namespace, name), pods)
         return page(request, name, "deployments", main, views.is_live(item))
 
     @app.get("/api/{plural}", tags=["Resources"], summary="Every object of a kind")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crucible import API_GROUP, API_VERSION
-from crucible.console.source import NotFound
+from crucible.console.source import POD_LABELS, TRACK_LABEL, NotFound
 
 PLURAL = {"TrainingRun": "trainingruns", "TuningJob": "tuningjobs", "ModelDeployment": "modeldeployments"}
 EVENTS_SHOWN = 50
@@ -27,7 +27,22 @@ def _event(item) -> dict:
     }
 
 
+def _pod(item) -> dict:
+    statuses = item.status.container_statuses or []
+    started = item.status.start_time
+    return {
+        "name": item.metadata.name,
+        "phase": item.status.phase,
+        "ready": f"{sum(1 for c in statuses if c.ready)}/{len(item.spec.containers)}",
+        "restarts": sum(c.restart_count for c in statuses),
+        "track": (item.metadata.labels or {}).get(TRACK_LABEL, ""),
+        "started": started.isoformat() if started else None,
+    }
+
+
 class ClusterSource:
+    has_pods = True
+
     def __init__(self, api_client, namespace: str | None = None, description: str = "cluster") -> None:
         from kubernetes import client
 
@@ -82,6 +97,13 @@ class ClusterSource:
         items = self.core.list_namespaced_event(namespace, field_selector=selector).items
         events = sorted((_event(item) for item in items), key=lambda ev: ev["lastTimestamp"] or "")
         return events[-EVENTS_SHOWN:]
+
+    def pods(self, kind: str, namespace: str, name: str) -> list[dict]:
+        # Label values are object names up to 63 characters; longer names are hashed by the operator.
+        if kind not in POD_LABELS or len(name) > 63:
+            return []
+        items = self.core.list_namespaced_pod(namespace, label_selector=f"{POD_LABELS[kind]}={name}").items
+        return sorted((_pod(item) for item in items), key=lambda pod: (pod["track"], pod["name"]))
 
     def file(self, kind: str, namespace: str, name: str, filename: str) -> Path | None:
         return None

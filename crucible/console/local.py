@@ -143,6 +143,8 @@ def read_search(directory: Path) -> dict:
 class LocalSource:
     """A `runs/` directory of `crucible train` and `crucible tune` outputs, as the console reads it."""
 
+    has_pods = False
+
     def __init__(self, root: Path) -> None:
         if not root.is_dir():
             raise FileNotFoundError(f"--runs: {root} is not a directory")
@@ -174,6 +176,9 @@ class LocalSource:
 
     def events(self, kind: str, namespace: str, name: str) -> list[dict]:
         return []  # Events are a cluster's record
+
+    def pods(self, kind: str, namespace: str, name: str) -> list[dict]:
+        return []  # local runs have no pods
 
     def file(self, kind: str, namespace: str, name: str, filename: str) -> Path | None:
         allowed = RUN_PICTURES if kind == "TrainingRun" else STUDY_PICTURES

@@ -301,6 +301,23 @@ def card_section(run: dict) -> str:
     return _facts(pairs)
 
 
+def pods_section(pods: list[dict]) -> str:
+    if not pods:
+        return empty("No pods.")
+    rows = [
+        [
+            e(p["name"]),
+            e(p.get("track") or "—"),
+            e(p.get("phase") or "—"),
+            e(p["ready"]),
+            e(p["restarts"]),
+            e(p.get("started") or "—"),
+        ]
+        for p in pods
+    ]
+    return table(["Pod", "Track", "Phase", "Ready", "Restarts", "Started"], rows, cls="stack")
+
+
 def events_section(events: list[dict]) -> str:
     if not events:
         return empty("No events.")
@@ -317,7 +334,9 @@ def events_section(events: list[dict]) -> str:
     return table(["Type", "Reason", "Message", "Count", "Last seen"], rows)
 
 
-def run_page(run: dict, events: list[dict], has_report: bool, deployments: list[dict]) -> str:
+def run_page(
+    run: dict, events: list[dict], has_report: bool, deployments: list[dict], pods: list[dict] | None = None
+) -> str:
     metadata = run["metadata"]
     status = run.get("status") or {}
     namespace, name = metadata["namespace"], metadata["name"]
@@ -365,6 +384,11 @@ def run_page(run: dict, events: list[dict], has_report: bool, deployments: list[
             "<section><h2>Model card</h2>",
             card_section(run),
             "</section>",
+            *(
+                ["<section><h2>Trainer pods</h2>", pods_section(pods), "</section>"]
+                if pods is not None
+                else []
+            ),
             "<section><h2>Events</h2>",
             events_section(events),
             "</section>",
@@ -628,7 +652,7 @@ def _model_facts(model: dict | None, namespace: str) -> str:
     )
 
 
-def deployment_page(item: dict, events: list[dict]) -> str:
+def deployment_page(item: dict, events: list[dict], pods: list[dict] | None = None) -> str:
     meta, status = item["metadata"], item.get("status") or {}
     namespace = meta["namespace"]
     canary = status.get("canary") or {}
@@ -752,6 +776,11 @@ def deployment_page(item: dict, events: list[dict]) -> str:
             "<section><h2>Rejected candidates</h2>",
             rejected_html,
             "</section>",
+            *(
+                ["<section><h2>Server pods</h2>", pods_section(pods), "</section>"]
+                if pods is not None
+                else []
+            ),
             "<section><h2>Events</h2>",
             events_section(events),
             "</section>",

@@ -7,6 +7,9 @@ from typing import Protocol
 
 TUNING_JOB_LABEL = "crucible.dev/tuning-job"
 TRIAL_NUMBER_LABEL = "crucible.dev/trial-number"
+# The labels the operator puts on the pods of a run's trainer Job and of a deployment's servers.
+POD_LABELS = {"TrainingRun": "crucible.dev/training-run", "ModelDeployment": "crucible.dev/model-deployment"}
+TRACK_LABEL = "crucible.dev/track"
 KINDS = ("TrainingRun", "TuningJob", "ModelDeployment")
 
 
@@ -19,6 +22,7 @@ class Source(Protocol):
     creationTimestamp}, spec, status}; a TrainingRun may carry `card` (its model.json)."""
 
     description: str  # where the console reads from, for the page header
+    has_pods: bool  # whether objects run as pods there (a cluster) or as local processes
 
     def list(self, kind: str) -> list[dict]: ...
 
@@ -26,6 +30,10 @@ class Source(Protocol):
 
     def events(self, kind: str, namespace: str, name: str) -> list[dict]:
         """{type, reason, message, count, lastTimestamp}, newest last."""
+        ...
+
+    def pods(self, kind: str, namespace: str, name: str) -> list[dict]:
+        """The pods behind the object: {name, phase, ready, restarts, track, started}."""
         ...
 
     def file(self, kind: str, namespace: str, name: str, filename: str) -> Path | None:

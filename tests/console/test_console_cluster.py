@@ -89,7 +89,14 @@ def cluster_objects(kube_api, crucible_crds, namespace: str, digits_artifact: Pa
         "replicas": 4, "readyReplicas": 3, "updatedReplicas": 1, "availableReplicas": 3,
         "conditions": [condition("Progressing", "True", "CanaryAnalysing"), condition("Ready", "False", "Rollout")],
     })
-    client.CoreV1Api(kube_api).create_namespaced_event(namespace, {
+    core = client.CoreV1Api(kube_api)
+    # Without the controllers nobody makes the namespace's default ServiceAccount that pods run as.
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})
+    for pod, labels in (("digits-canary-7f9c", {"crucible.dev/model-deployment": "digits", "crucible.dev/track": "canary"}),
+                        ("search-trial-001-train-x2k4", {"crucible.dev/training-run": "search-trial-001"})):
+        core.create_namespaced_pod(namespace, {"metadata": {"name": pod, "labels": labels},
+                                               "spec": {"containers": [{"name": "main", "image": "crucible"}]}})
+    core.create_namespaced_event(namespace, {
         "metadata": {"name": "digits-a.gates"},
         "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingRun", "name": "digits-a",
                            "namespace": namespace},
@@ -135,10 +142,12 @@ def test_the_console_reads_the_cluster_with_its_read_only_role(read_only_source,
         assert job.headers["X-Console-Live"] == "true"
         assert "1 complete" in job.text and "1 running" in job.text and "RUNNING" in job.text
         assert "0.931" in job.text and f'href="runs/{namespace}/search-trial-001"' in job.text
+        trial = http.get(f"/runs/{namespace}/search-trial-001").text
+        assert "Trainer pods" in trial and "search-trial-001-train-x2k4" in trial and "Pending" in trial
 
         deployment = http.get(f"/deployments/{namespace}/digits").text
         for expected in ("2 of 4", "25 %", "Analysing", "240", "0.42 %", "18.5 ms", "digits-old", "BetterModel",
-                         "digits-bad", "3 of 4", "CanaryAnalysing"):
+                         "digits-bad", "3 of 4", "CanaryAnalysing", "digits-canary-7f9c", "canary"):
             assert expected in deployment, expected
         assert http.get(f"/api/deployments/{namespace}/nope").status_code == 404
 
@@ -162,7 +171,9 @@ def test_the_canary_and_the_running_search_in_the_browser(read_only_source, clus
     namespace = cluster_objects
     with served(create_app(read_only_source, refresh_seconds=0.5)) as url, chromium() as browser:
         browser.get(f"{url}deployments")
-        browser.find_element(By.LINK_TEXT, "digits").click()
+        link = f"deployments/{namespace}/digits"
+        assert browser.find_elements(By.CSS_SELECTOR, f'a[href="{link}"]')
+        browser.get(url + link)  # the list refreshes itself every half second: links come and go
         text = browser.find_element(By.TAG_NAME, "main").text
         assert "Step\n2 of 4" in text and "Weight\n25 %" in text and "Ready\n3 of 4" in text
         assert browser.find_element(By.TAG_NAME, "main").get_attribute("data-live") == "true"

@@ -66,3 +66,16 @@ def test_the_console_command_refuses_a_missing_directory(tmp_path):
     done = subprocess.run([sys.executable, "-m", "crucible", "console", "--runs", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr.strip()) == (2, f"error: --runs: {tmp_path / 'nope'} is not a directory")
+
+
+def test_behind_a_path_prefix_every_link_stays_under_it(runs_dir):
+    from fastapi.testclient import TestClient
+
+    from crucible.console.app import create_app
+    from crucible.console.local import LocalSource
+
+    with TestClient(create_app(LocalSource(runs_dir)), root_path="/console") as client:
+        page = client.get("/runs").text
+        assert '<base href="/console/">' in page
+        assert 'href="runs/local/digits-tiny"' in page  # relative: resolved against the base
+        assert client.get("/docs").text.count("/console/static-offline-docs/") == 2

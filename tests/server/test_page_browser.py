@@ -144,6 +144,27 @@ def test_several_files_get_one_card_each_with_a_plain_answer(browser, page_url, 
     assert other_hosts(requested_urls(browser), page_url) == []
 
 
+def test_images_dropped_on_the_page_are_predicted(browser, page_url, uploads):
+    browser.get(page_url)
+    png = list(uploads["digit-0.png"].read_bytes())
+    # What the browser does when a file is dropped from the desktop: a drop event carrying the file.
+    browser.execute_script(
+        """
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(arguments[0])], "dropped.png", {type: "image/png"}));
+        const zone = document.getElementById("drop");
+        zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        """,
+        png,
+    )
+    wait_for(browser, lambda: settled(browser))
+    assert list(cards(browser)) == ["dropped.png"]
+    assert browser.find_element(By.CSS_SELECTOR, ".headline").text.startswith("0 — ")
+    assert "dragging" not in browser.find_element(By.ID, "drop").get_attribute("class")
+    assert unexpected_errors(browser) == []
+
+
 def test_the_page_is_usable_from_the_keyboard(browser, page_url):
     browser.get(page_url)
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
