@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,14 @@ def test_a_running_search_is_followed_without_reloading_the_page(browser, consol
     (search / "result.json").unlink()
     (search / "trials" / "002" / "trial.json").unlink()
     (search / "trials" / "002" / "result.json").rename(search / "trials" / "002" / "result.json.done")
+    # The runs page refreshes while the trial trains (its age ticks), but never under someone typing.
+    browser.get(f"{console_url}runs")
+    assert browser.find_element(By.TAG_NAME, "main").get_attribute("data-live") == "true"
+    browser.find_element(By.ID, "label").send_keys("team=")
+    time.sleep(1.5)
+    assert browser.find_element(By.ID, "label").get_attribute("value") == "team="
+    assert browser.switch_to.active_element.get_attribute("id") == "label"
+
     browser.get(f"{console_url}tuningjobs/local/{SEARCH}")
     assert "Running" in browser.find_element(By.TAG_NAME, "h1").text
     assert "RUNNING" in browser.find_element(By.XPATH, "//tr[td[text()='2']]").text

@@ -17,7 +17,9 @@
       if (response.ok) {
         const digest = response.headers.get("X-Console-Digest");
         main.dataset.live = response.headers.get("X-Console-Live") || "false";
-        if (digest && digest !== main.dataset.digest) {
+        // Never pull a field from under someone typing in it: that change waits for the next turn.
+        const typing = main.contains(document.activeElement) && document.activeElement.matches("input[type=text], input:not([type])");
+        if (digest && digest !== main.dataset.digest && !typing) {
           const checked = checkedBoxes();
           const html = await response.text();
           main.innerHTML = html;
