@@ -530,11 +530,11 @@ def history_chart(trials: list[dict], maximize: bool, metric: str) -> str:
     return (
         f'<svg class="chart wide" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="Optimization history: {e(metric)} of each trial and the best so far">'
-        f'<line x1="{pad}" x2="{width - pad}" y1="{height - pad}" y2="{height - pad}" class="axis"/>'
-        f'<line x1="{pad}" x2="{pad}" y1="{pad / 2}" y2="{height - pad}" class="axis"/>'
+        f'<line x1="{left}" x2="{width - pad}" y1="{height - pad}" y2="{height - pad}" class="axis"/>'
+        f'<line x1="{left}" x2="{left}" y1="{pad / 2}" y2="{height - pad}" class="axis"/>'
         f'<polyline points="{path}" class="best"/>{dots}'
-        f'<text x="{pad - 4}" y="{y(high) + 4:.1f}" text-anchor="end">{number(high)}</text>'
-        f'<text x="{pad - 4}" y="{y(low) + 4:.1f}" text-anchor="end">{number(low)}</text>'
+        f'<text x="{left - 4}" y="{y(high) + 4:.1f}" text-anchor="end">{number(high)}</text>'
+        f'<text x="{left - 4}" y="{y(low) + 4:.1f}" text-anchor="end">{number(low)}</text>'
         f'<text x="{width / 2}" y="{height - 6}" text-anchor="middle">trial</text></svg>'
     )
 
