@@ -160,7 +160,9 @@ def test_a_running_search_is_followed_without_reloading_the_page(browser, consol
     # The runs page refreshes while the trial trains (its age ticks), but never under someone typing.
     browser.get(f"{console_url}runs")
     assert browser.find_element(By.TAG_NAME, "main").get_attribute("data-live") == "true"
-    browser.find_element(By.ID, "label").send_keys("team=")
+    # Focus first, in one step: until the field has the focus a refresh may replace it at any moment.
+    browser.execute_script("document.getElementById('label').focus()")
+    browser.switch_to.active_element.send_keys("team=")
     time.sleep(1.5)
     assert browser.find_element(By.ID, "label").get_attribute("value") == "team="
     assert browser.switch_to.active_element.get_attribute("id") == "label"
