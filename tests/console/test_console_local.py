@@ -79,3 +79,10 @@ def test_behind_a_path_prefix_every_link_stays_under_it(runs_dir):
         assert '<base href="/console/">' in page
         assert 'href="runs/local/digits-tiny"' in page  # relative: resolved against the base
         assert client.get("/docs").text.count("/console/static-offline-docs/") == 2
+
+
+def test_the_console_needs_no_torch():
+    # It runs with the operator's image, which has none.
+    code = "import sys, crucible.console.app, crucible.console.cluster, crucible.console.local; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
