@@ -114,6 +114,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crucible.server.command",
     "crucible.operator.command",
     "crucible.tuning.command",
+    "crucible.console.command",
 )
 
 

@@ -28,3 +28,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     echo "$digest" > "$stamp"
 fi
 ./scripts/fetch-tools.sh
+./scripts/install-browser.sh

@@ -3,7 +3,6 @@ calls and back; errors are raised, and mapped to responses in one table (`errors
 
 from __future__ import annotations
 
-import html
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -26,6 +25,7 @@ from crucible.server.errors import (
 )
 from crucible.server.limits import BodySizeLimitMiddleware
 from crucible.server.metrics import RequestMetricsMiddleware, ServerMetrics
+from crucible.server.page import index_page
 from crucible.server.repository import ModelRepository
 from crucible.server.schemas import (
     UPLOAD_BODY,
@@ -42,6 +42,7 @@ from crucible.server.schemas import (
     infer_path_item,
 )
 from crucible.server.settings import ServerSettings
+from crucible.webdocs import install_offline_docs
 
 INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 DESCRIPTION = (
@@ -152,19 +153,10 @@ async def _read_uploads(request: Request, max_images: int) -> list[tuple[str, by
         await form.close()
 
 
-def _index_page(plane: DataPlane) -> str:
-    template = resources.files("crucible.server").joinpath("static/index.html").read_text(encoding="utf-8")
-    models = plane.repository.models()
-    about = " · ".join(
-        f"{model.name} ({model.card.architecture}, {len(model.classes)} classes, version {model.version})"
-        for model in models
-    )
-    return template.replace("{{model}}", html.escape(about or "no model loaded"))
-
-
 def _web_routes(plane: DataPlane, metrics: ServerMetrics, settings: ServerSettings) -> APIRouter:
     router = APIRouter()
-    page = _index_page(plane)
+    page = index_page(plane.repository.models(), settings)
+    favicon = resources.files("crucible.server").joinpath("static/favicon.svg").read_bytes()
 
     @router.post(
         "/predict",
@@ -184,6 +176,10 @@ def _web_routes(plane: DataPlane, metrics: ServerMetrics, settings: ServerSettin
     @router.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @router.get("/favicon.svg", include_in_schema=False)
+    async def favicon_svg() -> Response:
+        return Response(favicon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @router.get("/metrics", tags=["Monitoring"], response_class=Response)
     async def prometheus_metrics() -> Response:
@@ -208,12 +204,17 @@ def create_app(repository: ModelRepository, settings: ServerSettings | None = No
         finally:
             await plane.stop()
 
+    # /docs and /redoc load Swagger UI and ReDoc from this Python environment, never from a CDN, so
+    # they work on clusters without internet access.
     app = FastAPI(
         title="Crucible inference server",
         version=crucible.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.plane = plane
     app.state.metrics = metrics
     install_error_handlers(app)

@@ -39,6 +39,7 @@ SCENARIOS = {
     "postgresql-study": POSTGRESQL,
     "s3-artifacts": S3,
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
+    "console": {"console": {"enabled": True, "namespace": "ml"}},
     "promotion": {"promotion": {"requiredGates": ["crossValidation"], "minMetric": {"accuracy": 0.95}}},
 }
 

@@ -389,7 +389,7 @@ def test_the_upload_page_names_the_model(client, digits_model):
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert f"{MODEL_NAME} (tiny_cnn, 10 classes, version {digits_model.version})" in page.text
-    assert 'type="file"' in page.text and 'fetch("predict' in page.text
+    assert 'type="file"' in page.text and "fetch(`predict" in page.text
 
 
 def test_openapi_documents_the_protocol_and_its_bodies(client):
