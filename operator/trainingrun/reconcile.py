@@ -28,6 +28,7 @@ from crucible.operator.trainingrun.status import (
 
 FINAL_PHASES = ("Succeeded", "Failed")
 RECREATED_DELAY = 10
+PENDING_RECHECK = 5  # seconds between looks at a trainer pod that does not run yet
 
 
 def has_not_finished(status: dict, **_: object) -> bool:
@@ -127,24 +128,27 @@ class Training:
         if status is None:
             return
         patch = status.to_patch()
-        if unchanged(previous, patch):
-            return
-        await self.kube.patch_status(ref, patch)
-        if status.phase == "Succeeded":
-            kopf.event(run, type="Normal", reason="Succeeded", message=_summary(patch))
-        elif status.phase == "Failed":
-            kopf.event(run, type="Warning", reason="Failed", message=status.reason or "")
+        if not unchanged(previous, patch):
+            await self.kube.patch_status(ref, patch)
+            if status.phase == "Succeeded":
+                kopf.event(run, type="Normal", reason="Succeeded", message=_summary(patch))
+            elif status.phase == "Failed":
+                kopf.event(run, type="Warning", reason="Failed", message=status.reason or "")
+        if status.phase == "Pending" and (job.get("status") or {}).get("active"):
+            # A pod exists but does not run: its Job says nothing more until it does, so look again
+            # for its reason (a pull failing, no node that fits) while it waits.
+            raise kopf.TemporaryError("the trainer pod does not run yet", delay=PENDING_RECHECK)
 
     async def _status_for(self, job: dict, run: dict, previous: dict) -> TrainingRunStatus | None:
         generation = run["metadata"].get("generation")
-        if job_phase(job) not in FINAL_PHASES:
-            if previous.get("phase") in FINAL_PHASES:
-                return None  # an old event of a Job already reported as ended
-            return in_progress_status(job, generation, previous.get("conditions"))
+        if job_phase(job) not in FINAL_PHASES and previous.get("phase") in FINAL_PHASES:
+            return None  # an old event of a Job already reported as ended
         pods = await self.kube.list(
             Ref("v1", "Pod", job["metadata"]["namespace"]), {"job-name": job["metadata"]["name"]}
         )
         own_pods = [pod for pod in pods if controller_uid(pod) == uid(job)]
+        if job_phase(job) not in FINAL_PHASES:
+            return in_progress_status(job, generation, previous.get("conditions"), own_pods)
         return finished_status(
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
         )

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import RUNS, condition_of, run_phase, status_of
@@ -140,3 +142,29 @@ async def test_status_follows_the_job(
     assert phases == sorted(set(phases), key=["Pending", "Running", "Succeeded"].index)
     assert children(cluster) == {"v1/configmaps": ["quick-spec"], "batch/v1/jobs": ["quick-train"]}
     assert status_of(cluster, RUNS, "quick")["metrics"]["accuracy"] == 0.97
+
+
+async def test_a_run_whose_pod_cannot_start_is_pending_with_the_pods_reason_until_it_runs(
+    cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent, operator_config: Path
+) -> None:
+    """Issue 12, defects 15 and 16: a Job counts a pod that cannot start as active; the run says
+    Pending with the pod's reason (here the artifacts claim its namespace lacks), never Running."""
+    claim = "artifacts-elsewhere"
+    operator_config.write_text(yaml.safe_dump({"artifacts": {"claim": claim}}))
+    await operator.restart()  # reads the configuration again
+    await cluster.create_resource("TrainingRun", "waits", FAST_SPEC)
+
+    def pending_for_the_claim() -> dict | None:
+        status = status_of(cluster, RUNS, "waits")
+        return (
+            status if f'persistentvolumeclaim "{claim}" not found' in (status.get("reason") or "") else None
+        )
+
+    status = await eventually(pending_for_the_claim, 30, "Pending, naming the missing claim")
+    assert status["phase"] == "Pending" and status["reason"].startswith("Unschedulable: ")
+    assert condition_of(status, "Ready")["reason"] == "Unschedulable"
+
+    await cluster.bound_claim(claim, instant_kubelet.volume(claim))
+    await run_phase(cluster, "waits", ("Succeeded",), timeout=60)
+    phases = [(body.get("status") or {}).get("phase") for body in cluster.versions(RUNS, "waits")]
+    assert "Running" not in phases  # the instant kubelet finishes a pod as it starts
