@@ -28,7 +28,6 @@ from crucible.operator.trainingrun.status import (
 
 FINAL_PHASES = ("Succeeded", "Failed")
 RECREATED_DELAY = 10
-PENDING_RECHECK = 5  # seconds between looks at a trainer pod that does not run yet
 
 
 def has_not_finished(status: dict, **_: object) -> bool:
@@ -134,10 +133,6 @@ class Training:
                 kopf.event(run, type="Normal", reason="Succeeded", message=_summary(patch))
             elif status.phase == "Failed":
                 kopf.event(run, type="Warning", reason="Failed", message=status.reason or "")
-        if status.phase == "Pending" and (job.get("status") or {}).get("active"):
-            # A pod exists but does not run: its Job says nothing more until it does, so look again
-            # for its reason (a pull failing, no node that fits) while it waits.
-            raise kopf.TemporaryError("the trainer pod does not run yet", delay=PENDING_RECHECK)
 
     async def _status_for(self, job: dict, run: dict, previous: dict) -> TrainingRunStatus | None:
         generation = run["metadata"].get("generation")

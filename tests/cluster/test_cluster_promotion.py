@@ -34,7 +34,7 @@ async def train(
 ) -> None:
     kubelet.results[f"{name}-train"] = result
     await cluster.create_resource("TrainingRun", name, FAST_SPEC, labels=LABELS)
-    await run_phase(cluster, name, (phase,), timeout=20)
+    await run_phase(cluster, name, (phase,), timeout=60)
 
 
 def current(cluster: RealCluster) -> str | None:

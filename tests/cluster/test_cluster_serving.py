@@ -57,7 +57,7 @@ async def test_a_model_deployment_on_the_gpu_pool_renders_gpu_scheduling(
     cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent
 ) -> None:
     await cluster.create_resource("TrainingRun", "digits", FAST_SPEC)
-    run = await run_phase(cluster, "digits", ("Succeeded",), timeout=20)
+    run = await run_phase(cluster, "digits", ("Succeeded",), timeout=60)
     spec = serving("digits", replicas=2, resources={"nodePool": "gpu", "gpu": 1, "memory": "2Gi"})
     await cluster.create_resource("ModelDeployment", "digits", spec)
     status = await ready(cluster, "digits")
@@ -104,7 +104,7 @@ async def test_a_run_that_has_not_succeeded_is_never_served(
     assert "missing does not exist" in condition_of(status, "Ready")["message"]
 
     await cluster.create_resource("TrainingRun", "broken", {**FAST_SPEC, "resources": {"nodePool": "tpu"}})
-    await run_phase(cluster, "broken", ("Failed",), timeout=20)
+    await run_phase(cluster, "broken", ("Failed",), timeout=60)
     await cluster.patch_spec("ModelDeployment", "md", serving("broken"))
     status = await ready(cluster, "md", "False", "TrainingRunNotSucceeded")
     assert "TrainingRun broken is Failed: InvalidSpec" in condition_of(status, "Ready")["message"]
@@ -112,7 +112,7 @@ async def test_a_run_that_has_not_succeeded_is_never_served(
 
     # A good run is served; pinning the broken one again leaves the servers as they are.
     await cluster.create_resource("TrainingRun", "good", FAST_SPEC)
-    await run_phase(cluster, "good", ("Succeeded",), timeout=20)
+    await run_phase(cluster, "good", ("Succeeded",), timeout=60)
     await cluster.patch_spec("ModelDeployment", "md", serving("good"))
     await ready(cluster, "md")
     before = cluster.get(SERVERS, "md-stable")
@@ -143,7 +143,7 @@ async def test_changing_the_pinned_run_rolls_the_same_deployment(
 ) -> None:
     for name in ("first", "second"):
         await cluster.create_resource("TrainingRun", name, FAST_SPEC)
-        await run_phase(cluster, name, ("Succeeded",), timeout=20)
+        await run_phase(cluster, name, ("Succeeded",), timeout=60)
     await cluster.create_resource("ModelDeployment", "md", serving("first", replicas=2))
     await ready(cluster, "md")
     assert cluster.get("policy/v1/poddisruptionbudgets", "md-server")
