@@ -1,7 +1,17 @@
-"""Pytest fixtures for the real control plane (tests/cluster/controlplane.py), for every part's tests.
+"""Pytest fixtures for the real control plane (tests/cluster/controlplane.py), for every part's tests
+(tests/conftest.py imports them).
 
 The control plane starts once per test session, on first use; each test gets a namespace of its own.
 Without the binaries every test that asks for it is skipped with one line saying how to get them.
+
+- `control_plane`: etcd + kube-apiserver; `.kubeconfig` (admin), `.api_client()`, `.version()`,
+  `.service_account_kubeconfig(namespace, name, cluster_role, path)` (a TokenRequest token).
+- `cluster_controllers`: the same, with kube-controller-manager and kube-scheduler started (once).
+- `kube_api`: an admin `kubernetes.client.ApiClient`; `namespace`: a fresh namespace per test.
+- `crucible_crds`: crds/ applied and Established.
+- tests/cluster/kube.py: `apply` (server-side), `create`, `refusal` (dry run), `request`, `wait_for`;
+  tests/cluster/chart.py: `render_chart`, `operator_kubeconfig` (the chart's ServiceAccount and
+  rendered ClusterRole, for running the operator with exactly the chart's permissions).
 """
 
 from __future__ import annotations
