@@ -1,7 +1,7 @@
 """Typed models of what the operator writes into each resource's status (the CRDs' status schemas).
 
 Conditions follow the Kubernetes shape that kstatus and Argo CD read. Fields left None are written as
-null in a merge patch, which removes them, so a status never keeps a stale value.
+null in a merge patch (nested ones too), which removes them, so a status never keeps a stale value.
 """
 
 from __future__ import annotations
@@ -21,11 +21,23 @@ class StatusModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     def to_patch(self) -> dict:
-        """camelCase JSON for a merge patch: a top-level None becomes null, which clears the old value;
-        nested Nones are dropped (a merge patch cannot store a null)."""
-        written = self.model_dump(by_alias=True, mode="json", exclude_none=True)
+        """camelCase JSON for a merge patch: every None of a mapping, nested ones too, becomes null, which
+        clears the old value (a merge patch merges nested mappings: a field left out would keep its old
+        value, as canary.waitingSince did). Inside lists Nones are dropped: a list is replaced whole,
+        and a null stored in it would be refused by the schema."""
+        written = self.model_dump(by_alias=True, mode="json")
         names = [info.alias or name for name, info in type(self).model_fields.items()]
-        return {name: written.get(name) for name in names}
+        return {name: _nulls_clear(written.get(name)) for name in names}
+
+
+def _nulls_clear(value: object, in_list: bool = False) -> object:
+    if isinstance(value, dict):
+        return {
+            key: _nulls_clear(item, in_list) for key, item in value.items() if not (in_list and item is None)
+        }
+    if isinstance(value, list):
+        return [_nulls_clear(item, in_list=True) for item in value if item is not None]
+    return value
 
 
 class Condition(StatusModel):

@@ -31,6 +31,19 @@ def controller_of(body: dict, kind: str) -> str | None:
     return None
 
 
+def merge_patched(base: object, patch: object) -> object:
+    """`base` with the JSON merge patch `patch` applied (RFC 7386: null removes, mappings merge)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(base) if isinstance(base, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patched(result.get(key), value)
+    return result
+
+
 def unchanged(previous: dict, patch: dict) -> bool:
     """True when writing `patch` over `previous` would change nothing (so no write, no event)."""
-    return all(previous.get(key) == value for key, value in patch.items())
+    return merge_patched(previous, patch) == previous

@@ -135,24 +135,25 @@ class Training:
         if status is None:
             return
         patch = status.to_patch()
-        if unchanged(previous, patch):
-            return
-        await self.kube.patch_status(ref, patch)
-        if status.phase == "Succeeded":
-            kopf.event(run, type="Normal", reason="Succeeded", message=_summary(patch))
-        elif status.phase == "Failed":
-            kopf.event(run, type="Warning", reason="Failed", message=status.reason or "")
+        if not unchanged(previous, patch):
+            await self.kube.patch_status(ref, patch)
+            if status.phase == "Succeeded":
+                kopf.event(run, type="Normal", reason="Succeeded", message=_summary(patch))
+            elif status.phase == "Failed":
+                kopf.event(run, type="Warning", reason="Failed", message=status.reason or "")
 
     async def _status_for(self, job: dict, run: dict, previous: dict) -> TrainingRunStatus | None:
         generation = run["metadata"].get("generation")
-        if job_phase(job) not in FINAL_PHASES:
-            if previous.get("phase") in FINAL_PHASES:
-                return None  # an old event of a Job already reported as ended
-            return in_progress_status(job, generation, previous.get("conditions"), previous.get("progress"))
+        if job_phase(job) not in FINAL_PHASES and previous.get("phase") in FINAL_PHASES:
+            return None  # an old event of a Job already reported as ended
         pods = await self.kube.list(
             Ref("v1", "Pod", job["metadata"]["namespace"]), {"job-name": job["metadata"]["name"]}
         )
         own_pods = [pod for pod in pods if controller_uid(pod) == uid(job)]
+        if job_phase(job) not in FINAL_PHASES:
+            return in_progress_status(
+                job, generation, previous.get("conditions"), own_pods, previous.get("progress")
+            )
         return finished_status(
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
         )

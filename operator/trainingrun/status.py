@@ -34,7 +34,25 @@ def job_phase(job: dict) -> TrainingPhase:
             return "Succeeded"
         if item.get("status") == "True" and item.get("type") == "Failed":
             return "Failed"
-    return "Running" if status.get("active") else "Pending"
+    # `active` counts pods that have not started (unschedulable, pulling their image) too; `ready`
+    # counts those whose container runs (the trainer has no readiness probe).
+    return "Running" if status.get("ready") else "Pending"
+
+
+def waiting_reason(pods: list[dict]) -> tuple[str, str] | None:
+    """Why the Job's pod does not run yet, as its status says: a container waiting (ErrImagePull,
+    ImagePullBackOff, CreateContainerConfigError...) or the pod not scheduled (Unschedulable, with the
+    scheduler's message: no node of the pool, a claim that does not exist)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for item in status.get("containerStatuses") or []:
+            waiting = (item.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+                return waiting["reason"], waiting.get("message") or ""
+        for item in status.get("conditions") or []:
+            if item.get("type") == "PodScheduled" and item.get("status") == "False":
+                return item.get("reason") or "Unschedulable", item.get("message") or ""
+    return None
 
 
 def _failed_condition(job: dict) -> dict:
@@ -179,18 +197,26 @@ def progress_text(log: str) -> str | None:
 
 
 def in_progress_status(
-    job: dict, generation: int | None, previous: list[dict] | None, progress: str | None = None
+    job: dict,
+    generation: int | None,
+    previous: list[dict] | None,
+    pods: list[dict] | None = None,
+    progress: str | None = None,
 ) -> TrainingRunStatus:
-    """Pending or Running: no verdict yet. `progress` (the last one read from the log) is kept while
-    the run runs; a finished run's status has none."""
+    """Pending or Running: no verdict yet. Pending says why the pod does not run, when its status does;
+    `progress` (the last one read from the log) is kept while the run runs."""
     phase = job_phase(job)
-    message = "training" if phase == "Running" else "waiting for the trainer pod to start"
+    reason, message = phase, "training" if phase == "Running" else "waiting for the trainer pod to start"
+    waiting = waiting_reason(pods or []) if phase == "Pending" else None
+    if waiting is not None:
+        reason, message = waiting
     conditions = [
-        condition(READY, False, phase, message, generation),
+        condition(READY, False, reason, message, generation),
         condition(GATES_PASSED, None, "NotEvaluated", "", generation),
     ]
     return TrainingRunStatus(
         phase=phase,
+        reason=f"{reason}: {message}" if waiting is not None else None,
         job_name=job["metadata"]["name"],
         start_time=(job.get("status") or {}).get("startTime"),
         observed_generation=generation,

@@ -69,36 +69,13 @@ def operator_config(tmp_path: Path) -> Path:
 ARTIFACTS_CLAIM = "artifacts"
 
 
-async def bound_claim(cluster: RealCluster, claim: str, folder: Path) -> None:
-    """A PersistentVolumeClaim bound to a volume of its own (a hostPath on the test kubelet's folder for
-    it), as a provisioner would make: the scheduler places no pod whose claim is missing or unbound."""
-    volume = f"{cluster.namespace}-{claim}"
-    spec = {"accessModes": ["ReadWriteMany"], "storageClassName": ""}
-    await cluster.api.call(
-        "POST",
-        "/api/v1/persistentvolumes",
-        {
-            "metadata": {"name": volume},
-            "spec": {
-                **spec,
-                "capacity": {"storage": "1Gi"},
-                "hostPath": {"path": str(folder)},
-                "claimRef": {"namespace": cluster.namespace, "name": claim},
-                "persistentVolumeReclaimPolicy": "Retain",
-            },
-        },
-    )
-    request = {**spec, "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
-    await cluster.create("v1/persistentvolumeclaims", {"metadata": {"name": claim}, "spec": request})
-
-
 @pytest.fixture
 async def operator(
     cluster: RealCluster, operator_identity: Path, operator_config: Path, tmp_path: Path
 ) -> AsyncIterator[OperatorThread]:
     """The operator as the chart's ServiceAccount, watching the test's namespace, where the claim its
     configuration names for artifacts exists."""
-    await bound_claim(cluster, ARTIFACTS_CLAIM, tmp_path / "node" / "volumes" / ARTIFACTS_CLAIM)
+    await cluster.bound_claim(ARTIFACTS_CLAIM, tmp_path / "node" / "volumes" / ARTIFACTS_CLAIM)
     thread = OperatorThread(
         kubeconfig=operator_identity, namespaces=[cluster.namespace], config_path=operator_config
     )

@@ -101,7 +101,7 @@ async def train(
     if model is not None:
         kubelet.artifacts[job] = model
     await cluster.create_resource("TrainingRun", name, FAST_SPEC, labels=LABELS)
-    await run_phase(cluster, name, ("Succeeded", "Failed"), timeout=20)
+    await run_phase(cluster, name, ("Succeeded", "Failed"), timeout=60)
 
 
 def current(cluster: RealCluster) -> str | None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import RUNS, condition_of, run_phase, status_of
@@ -99,7 +101,7 @@ async def test_an_invalid_spec_is_reported_once_and_creates_nothing(
         await cluster.create_resource("TrainingRun", "vgg", {**FAST_SPEC, "model": {"architecture": "vgg"}})
     spec, field = {"resources": {"nodePool": "tpu"}}, "spec.resources.nodePool"
     await cluster.create_resource("TrainingRun", "bad", {**FAST_SPEC, **spec})
-    status = await run_phase(cluster, "bad", ("Failed",), timeout=20)
+    status = await run_phase(cluster, "bad", ("Failed",), timeout=60)
 
     ready = condition_of(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
@@ -121,14 +123,14 @@ async def test_an_invalid_spec_is_reported_once_and_creates_nothing(
     await cluster.patch_spec(
         "TrainingRun", "bad", {**FAST_SPEC, "resources": {"nodePool": "cpu"}, "model": FAST_SPEC["model"]}
     )
-    assert (await run_phase(cluster, "bad", ("Succeeded",), timeout=20))["jobName"] == "bad-train"
+    assert (await run_phase(cluster, "bad", ("Succeeded",), timeout=60))["jobName"] == "bad-train"
 
 
 async def test_status_follows_the_job(
     cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent
 ) -> None:
     await cluster.create_resource("TrainingRun", "quick", FAST_SPEC)
-    status = await run_phase(cluster, "quick", ("Succeeded",), timeout=20)
+    status = await run_phase(cluster, "quick", ("Succeeded",), timeout=60)
     assert status["jobName"] == "quick-train"
     # Every phase the run went through, in order, with no step back.
     phases = [
@@ -140,3 +142,28 @@ async def test_status_follows_the_job(
     assert phases == sorted(set(phases), key=["Pending", "Running", "Succeeded"].index)
     assert children(cluster) == {"v1/configmaps": ["quick-spec"], "batch/v1/jobs": ["quick-train"]}
     assert status_of(cluster, RUNS, "quick")["metrics"]["accuracy"] == 0.97
+
+
+async def test_a_run_whose_pod_cannot_start_is_pending_until_it_runs(
+    cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent, operator_config: Path
+) -> None:
+    """Issue 12, defect 15: a Job counts a pod that cannot start as active; the run stays Pending (here
+    its pod waits for the artifacts claim its namespace lacks) and never says Running."""
+    claim = "artifacts-elsewhere"
+    operator_config.write_text(yaml.safe_dump({"artifacts": {"claim": claim}}))
+    await operator.restart()  # reads the configuration again
+    await cluster.create_resource("TrainingRun", "waits", FAST_SPEC)
+
+    def unschedulable() -> bool:
+        pods = cluster.objects_of("v1/pods").values()
+        conditions = [c for pod in pods for c in (pod.get("status") or {}).get("conditions") or []]
+        return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions)
+
+    await eventually(unschedulable, 30, "the trainer pod waits for its claim")
+    await asyncio.sleep(1)
+    assert status_of(cluster, RUNS, "waits")["phase"] == "Pending"
+
+    await cluster.bound_claim(claim, instant_kubelet.volume(claim))
+    await run_phase(cluster, "waits", ("Succeeded",), timeout=60)
+    phases = [(body.get("status") or {}).get("phase") for body in cluster.versions(RUNS, "waits")]
+    assert "Running" not in phases  # the instant kubelet finishes a pod as it starts

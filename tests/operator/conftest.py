@@ -1,4 +1,6 @@
-"""Fixtures for the operator's tests: the emulated API, the test kubelet, the operator itself."""
+"""Fixtures for the operator's tests on the emulator (what a real API server cannot play: see
+test_operator_restart.py): the emulated API, its test kubelet, the operator itself. End-to-end tests on
+the real control plane have theirs in tests/cluster/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,10 +13,9 @@ import kmock
 import pytest
 import yaml
 
-from tests.operator.fake_cluster import NAMESPACE, Cluster, eventually, write_kubeconfig
+from tests.operator.fake_cluster import NAMESPACE, Cluster, write_kubeconfig
 from tests.operator.fake_kubelet import FakeKubelet
 from tests.operator.operator_thread import OperatorThread
-from tests.operator.service_proxy import ServiceProxy, emulated_backends
 
 
 @pytest.fixture
@@ -45,11 +46,9 @@ async def operator(kubeconfig: Path, operator_config: Path) -> AsyncIterator[Ope
     assert not thread.errors, thread.errors
 
 
-async def _kubelet(
-    cluster: Cluster, workdir: Path, instant: bool, run_servers: bool = False
-) -> AsyncIterator[FakeKubelet]:
-    kubelet = FakeKubelet(str(cluster.url).rstrip("/"), workdir, instant=instant, run_servers=run_servers)
-    task = asyncio.create_task(kubelet.run(cluster))
+async def _kubelet(cluster: Cluster, workdir: Path, instant: bool) -> AsyncIterator[FakeKubelet]:
+    kubelet = FakeKubelet(str(cluster.url).rstrip("/"), workdir, instant=instant)
+    task = asyncio.create_task(kubelet.run())
     yield kubelet
     await kubelet.stop()
     task.cancel()
@@ -69,28 +68,3 @@ async def instant_kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Fak
     """Finishes each trainer Job at once with a successful result."""
     async for running in _kubelet(cluster, tmp_path / "node", instant=True):
         yield running
-
-
-@pytest.fixture
-async def serving_kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[FakeKubelet]:
-    """Finishes trainer Jobs at once (with the artifacts a test gives it) and runs every server
-    Deployment's replicas as real `crucible serve` processes."""
-    async for running in _kubelet(cluster, tmp_path / "node", instant=True, run_servers=True):
-        yield running
-
-
-@pytest.fixture
-async def training_and_serving_kubelet(cluster: Cluster, tmp_path: Path) -> AsyncIterator[FakeKubelet]:
-    """Runs trainer Jobs and server replicas for real, as local processes."""
-    async for running in _kubelet(cluster, tmp_path / "node", instant=False, run_servers=True):
-        yield running
-
-
-@pytest.fixture
-async def services(cluster: Cluster, serving_kubelet: FakeKubelet) -> AsyncIterator[ServiceProxy]:
-    """Reach a Service as a client in the cluster would: `await services.url("md-server")`."""
-    await eventually(lambda: serving_kubelet.servers is not None, 10, "the Deployment controller runs")
-    assert serving_kubelet.servers is not None
-    proxy = ServiceProxy(emulated_backends(cluster, serving_kubelet.servers))
-    yield proxy
-    await proxy.close()

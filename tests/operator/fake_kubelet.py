@@ -1,7 +1,9 @@
-"""A test kubelet for the emulator. It plays the Job controller and the kubelet: each trainer Job's
-container runs as a local process (its ConfigMap and volume mounts mapped to folders, its image
-ignored), and Pod and Job status are written back as Kubernetes writes them. It also plays the
-Deployment controller, reporting every Deployment rolled out. Never part of the product."""
+"""A test kubelet for the emulator (the restart tests and benchmarks/operator_scale.py; end-to-end tests
+run on the real control plane with tests/operator/node_agent.py). It plays the Job controller and the
+kubelet: each trainer Job's container runs as a local process (its ConfigMap and volume mounts mapped
+to folders, its image ignored), and Pod and Job status are written back as Kubernetes writes them. It
+also plays the Deployment controller, reporting every Deployment rolled out. Never part of the
+product."""
 
 from __future__ import annotations
 
@@ -17,13 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp
-
-if TYPE_CHECKING:
-    from tests.operator.fake_cluster import Cluster
-    from tests.operator.fake_deployments import FakeDeploymentController
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -115,26 +112,15 @@ class FakeKubelet:
     results: dict[str, dict] = field(default_factory=dict)
     # Instant mode: an artifact directory a Job "writes" (copied to its --artifact-uri), by Job name.
     artifacts: dict[str, Path] = field(default_factory=dict)
-    # Server Deployments: run their pods as real processes (FakeDeploymentController), or only
-    # report them rolled out.
-    run_servers: bool = False
-    servers: FakeDeploymentController | None = None
     _seen: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
-    async def run(self, cluster: Cluster | None = None) -> None:
+    async def run(self) -> None:
         async with aiohttp.ClientSession(self.base_url) as session:
-            jobs = self._watch(session, "/apis/batch/v1/jobs", self._on_job)
-            if self.run_servers:
-                from tests.operator.fake_deployments import FakeDeploymentController
-
-                assert cluster is not None, "running servers needs the emulator itself"
-                self.servers = FakeDeploymentController(cluster, self)
-                await asyncio.gather(jobs, self.servers.run())
-            else:
-                await asyncio.gather(
-                    jobs, self._watch(session, "/apis/apps/v1/deployments", self._on_deployment)
-                )
+            await asyncio.gather(
+                self._watch(session, "/apis/batch/v1/jobs", self._on_job),
+                self._watch(session, "/apis/apps/v1/deployments", self._on_deployment),
+            )
 
     def _place_artifact(self, command: list[str], source: Path) -> dict:
         """Copy `source` where the Job's --artifact-uri (pvc://claim/path) lands on this node; the
@@ -358,8 +344,6 @@ class FakeKubelet:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
-        if self.servers is not None:
-            await self.servers.stop()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -29,12 +29,12 @@ def resource_path(resource: str, namespace: str | None = None, name: str | None 
     return f"{path}/{name}" if name else path
 
 
-def _materialise(user: dict, key: str, folder: Path) -> str | None:
+def _materialise(user: dict, key: str) -> str | None:
     """A kubeconfig's `client-certificate` (a path) or `client-certificate-data` (base64), as a path."""
     if user.get(key):
         return user[key]
     if user.get(f"{key}-data"):
-        path = folder / key
+        path = Path(tempfile.mkdtemp(prefix="kube-api-")) / key
         path.write_bytes(base64.b64decode(user[f"{key}-data"]))
         return str(path)
     return None
@@ -63,10 +63,9 @@ class KubeApi:
             context_ssl.verify_mode = ssl.CERT_NONE
         elif cluster.get("certificate-authority"):
             context_ssl.load_verify_locations(cluster["certificate-authority"])
-        folder = Path(tempfile.mkdtemp(prefix="kube-api-"))
-        certificate = _materialise(user, "client-certificate", folder)
+        certificate = _materialise(user, "client-certificate")
         if certificate:
-            context_ssl.load_cert_chain(certificate, _materialise(user, "client-key", folder))
+            context_ssl.load_cert_chain(certificate, _materialise(user, "client-key"))
         if user.get("token"):
             self._headers["Authorization"] = f"Bearer {user['token']}"
         self._ssl = context_ssl

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.operator.kube_api import MERGE, KubeApi, Mirror, resource_path
 
@@ -92,3 +93,25 @@ class RealCluster:
 
     async def delete(self, resource: str, name: str) -> None:
         await self.api.call("DELETE", resource_path(resource, self.namespace, name))
+
+    async def bound_claim(self, claim: str, folder: Path) -> None:
+        """A PersistentVolumeClaim bound to a volume of its own (a hostPath on the test kubelet's folder for
+        it), as a provisioner would make: the scheduler places no pod whose claim is missing or unbound."""
+        volume = f"{self.namespace}-{claim}"
+        spec = {"accessModes": ["ReadWriteMany"], "storageClassName": ""}
+        await self.api.call(
+            "POST",
+            "/api/v1/persistentvolumes",
+            {
+                "metadata": {"name": volume},
+                "spec": {
+                    **spec,
+                    "capacity": {"storage": "1Gi"},
+                    "hostPath": {"path": str(folder)},
+                    "claimRef": {"namespace": self.namespace, "name": claim},
+                    "persistentVolumeReclaimPolicy": "Retain",
+                },
+            },
+        )
+        request = {**spec, "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
+        await self.create("v1/persistentvolumeclaims", {"metadata": {"name": claim}, "spec": request})

@@ -1,8 +1,7 @@
 """A test stand-in for kube-proxy: each Service asked for gets a local listener that sends every request
-to one of the Service's ready endpoints, round robin, as a ClusterIP does. On a real control plane the
-endpoints are those of the Service's EndpointSlices (which the EndpointSlice controller keeps from
-the pods' readiness); on the emulator, the test Deployment controller's ready pods the selector
-matches. Never part of the product."""
+to one of the Service's ready endpoints, round robin, as a ClusterIP does. The endpoints are those of
+the Service's EndpointSlices, which the real EndpointSlice controller keeps from the pods' readiness.
+Never part of the product."""
 
 from __future__ import annotations
 
@@ -15,8 +14,6 @@ import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from tests.operator.fake_cluster import Cluster
-    from tests.operator.fake_deployments import FakeDeploymentController
     from tests.operator.real_cluster import RealCluster
 
 SERVICES = "v1/services"
@@ -33,22 +30,6 @@ class Endpoint:
 
 # (namespace, service) -> its ready endpoints, or why there are none.
 Backends = Callable[[str, str], "list[Endpoint] | str"]
-
-
-def emulated_backends(cluster: Cluster, servers: FakeDeploymentController) -> Backends:
-    """On the emulator: the ready pods of the test Deployment controller the Service selects."""
-
-    def backends(namespace: str, service: str) -> list[Endpoint] | str:
-        body = cluster.get(SERVICES, service, namespace)
-        if body is None:
-            return f"service {namespace}/{service} does not exist"
-        port = body["spec"]["ports"][0]
-        return [
-            Endpoint(pod.name, pod.ip, pod.port(port.get("targetPort", port["port"])))
-            for pod in servers.endpoints(namespace, body["spec"].get("selector") or {})
-        ]
-
-    return backends
 
 
 def endpoint_slice_backends(cluster: RealCluster) -> Backends:

@@ -36,7 +36,8 @@ def ended(code: int, message: str, reason: str = "Error", at: str = "2025-01-01T
 
 def test_job_phases() -> None:
     assert job_phase(job()) == "Pending"
-    assert job_phase(job(active=1)) == "Running"
+    assert job_phase(job(active=1)) == "Pending"  # a pod exists, its container does not run yet
+    assert job_phase(job(active=1, ready=1)) == "Running"
     assert job_phase(job(COMPLETE)) == "Succeeded"
     assert job_phase(job(FAILED)) == "Failed"
 

@@ -1,5 +1,5 @@
-"""Automatic promotion end to end on the emulator (the instant kubelet reports each run's result at
-once, with the metrics a test gives it; server Deployments are reported ready, no server runs)."""
+"""Automatic promotion end to end on the real control plane (the instant test kubelet finishes each
+trainer pod at once with the metrics a test gives it, and reports server pods ready; no server runs)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import asyncio
 
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import DEPLOYMENTS, condition_of, run_phase, status_of
-from tests.operator.fake_cluster import Cluster, eventually
-from tests.operator.fake_kubelet import FakeKubelet
+from tests.operator.fake_cluster import eventually
+from tests.operator.node_agent import NodeAgent
 from tests.operator.operator_thread import OperatorThread
+from tests.operator.real_cluster import RealCluster
 
 LABELS = {"crucible.dev/model": "digits"}
 SERVERS = "apps/v1/deployments"
@@ -29,19 +30,19 @@ FAILED_GATE = {
 
 
 async def train(
-    cluster: Cluster, kubelet: FakeKubelet, name: str, result: dict, phase: str = "Succeeded"
+    cluster: RealCluster, kubelet: NodeAgent, name: str, result: dict, phase: str = "Succeeded"
 ) -> None:
     kubelet.results[f"{name}-train"] = result
     await cluster.create_resource("TrainingRun", name, FAST_SPEC, labels=LABELS)
-    await run_phase(cluster, name, (phase,), timeout=20)
+    await run_phase(cluster, name, (phase,), timeout=60)
 
 
-def current(cluster: Cluster) -> str | None:
+def current(cluster: RealCluster) -> str | None:
     return (status_of(cluster, DEPLOYMENTS, "md").get("currentModel") or {}).get("trainingRun")
 
 
 async def test_only_a_better_run_that_passed_its_gates_is_promoted(
-    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+    cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent
 ) -> None:
     await train(cluster, instant_kubelet, "base", passed(0.90))
     spec = {
@@ -73,7 +74,7 @@ async def test_only_a_better_run_that_passed_its_gates_is_promoted(
 
 
 async def test_manual_policy_waits_for_an_approval_annotation(
-    cluster: Cluster, operator: OperatorThread, instant_kubelet: FakeKubelet
+    cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent
 ) -> None:
     await train(cluster, instant_kubelet, "base", passed(0.90))
     spec = {
@@ -97,11 +98,8 @@ async def test_manual_policy_waits_for_an_approval_annotation(
     assert condition_of(status, "Promoted")["reason"] == "AwaitingApproval"
 
     body = cluster.get(DEPLOYMENTS, "md")
-    path = "/apis/crucible.dev/v1alpha1/namespaces/default/modeldeployments/md"
-    patch = {"metadata": {"annotations": {"crucible.dev/approve": "better"}}}
-    async with cluster.patch(
-        path, json=patch, headers={"Content-Type": "application/merge-patch+json"}
-    ) as response:
-        assert response.status < 300, await response.text()
+    await cluster.patch(
+        "ModelDeployment", "md", {"metadata": {"annotations": {"crucible.dev/approve": "better"}}}
+    )
     await eventually(lambda: current(cluster) == "better", 20, "approved candidate promoted")
     assert cluster.get(DEPLOYMENTS, "md")["metadata"]["generation"] == body["metadata"]["generation"]
