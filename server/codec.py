@@ -7,12 +7,12 @@ Two body forms are read, as KServe and Triton define them:
   bytes are that JSON; an input with `"parameters": {"binary_data_size": k}` and no `data` takes its
   k raw little-endian bytes from what follows, in input order.
 
-Every error names the field that is wrong. The hot path does no per-value Python work: a flat
-numeric `data` array is cut out of the body before orjson parses the rest, and its text is read by
-numpy straight into the tensor (see `numbers`); anything irregular takes the general path, where
-orjson parses everything, and `bytearray` (UINT8) and `array.array` (FP32) convert the list in C and
-refuse out-of-range values and non-numbers with an error naming the field. Binary data is viewed as
-it is.
+Every error names the field that is wrong. On the hot path a flat numeric `data` array is cut out
+of the body before orjson parses the rest, and read on its own (see `numbers`: FP32 by simdjson
+straight into a buffer, with no Python float per value); anything irregular takes the general path,
+where orjson parses everything, and `bytearray` (UINT8) and `array.array` (FP32) convert the list in C
+and refuse out-of-range values and non-numbers with an error naming the field. Binary data is viewed
+as it is.
 
 Outputs are JSON, or raw bytes after a JSON header with the binary extension: the request's
 `parameters.binary_data_output: true` asks it for every output, an output's
@@ -266,8 +266,8 @@ def _decode_numeric_json(
     body: bytes, image_shape: tuple[int, int, int], max_images: int
 ) -> InferRequest | None:
     """The request, when its one input's `data` is a flat array of well-formed numbers: the array's
-    text is read by numpy, the rest of the body by orjson. None when anything is irregular: the
-    general path then decodes the body, and names what is wrong."""
+    text is read apart from the rest of the body. None when anything is irregular: the general path
+    then decodes the body, and names what is wrong."""
     cut = numbers.cut_data_array(body)
     if cut is None:
         return None
@@ -290,8 +290,7 @@ def _decode_numeric_json(
     images = values.reshape(shape)
     if datatype == "FP32" and not np.isfinite(images).all():
         raise InvalidInput("inputs[0].data: FP32 values must be finite numbers")
-    request_id = document.get("id")
-    return InferRequest(request_id, images, *_requested_outputs(document))
+    return InferRequest(document.get("id"), images, *_requested_outputs(document))
 
 
 def _labels_bytes(labels: list[str]) -> bytes:

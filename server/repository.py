@@ -76,7 +76,7 @@ class Model:
         for part in parts:
             rows = batch[offset : offset + len(part)]
             # Pixels travel to the device as uint8: a quarter of the bytes of float32.
-            rows.copy_(torch.from_numpy(part), non_blocking=True)
+            rows.copy_(torch.from_numpy(part).to(rows.device, non_blocking=True))
             if part.dtype == np.uint8:
                 rows.mul_(self._scale).add_(self._shift)
             offset += len(part)

@@ -7,6 +7,7 @@ weights), and result.json goes last: a result.json in the bucket means every oth
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from crucible.s3 import is_s3_uri, parse_s3_uri
@@ -15,6 +16,19 @@ from crucible.trainer import export
 # What a run leaves in its output directory, in upload order.
 SUCCEEDED_FILES = (export.WEIGHTS_FILE, export.MODEL_FILE, export.REPORT_FILE, export.RESULT_FILE)
 FAILED_FILES = (export.REPORT_FILE, export.RESULT_FILE)
+
+
+def onnx_files(output_dir: Path) -> list[str]:
+    """The verified ONNX copies this run's model card names (a server may run them), weights first."""
+    try:
+        card = json.loads((output_dir / export.MODEL_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    onnx = card.get("onnx") if isinstance(card, dict) else None
+    if not isinstance(onnx, dict) or onnx.get("verified") is not True:
+        return []
+    int8 = onnx.get("int8") if isinstance(onnx.get("int8"), dict) else {}
+    return [str(record["file"]) for record in (onnx, int8) if record.get("file") and record.get("sha256")]
 
 
 class PublishError(Exception):
@@ -44,6 +58,8 @@ def publish(output_dir: Path, uri: str | None, succeeded: bool) -> None:
     from crucible.s3_transfer import S3Directory, S3Error
 
     names = SUCCEEDED_FILES if succeeded else FAILED_FILES
+    if succeeded:  # the ONNX copies with the weights, before model.json and result.json
+        names = (names[0], *onnx_files(output_dir), *names[1:])
     try:
         store = S3Directory(parse_s3_uri(uri, "--artifact-uri"))  # type: ignore[arg-type]
         for name in names:
