@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -60,8 +61,16 @@ def browser(chromium_of_module, console_url):
     assert other_hosts(requested_urls(chromium_of_module), console_url) == []
 
 
-def wait_for(driver, condition, seconds: float = 10):
-    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(lambda _: condition())
+def wait_for(driver, condition, seconds: float = 20):
+    """Until `condition()` is true; a live page may replace what a condition looks at while it looks."""
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(driver, seconds, poll_frequency=0.05, ignored_exceptions=ignored).until(
+        lambda _: condition()
+    )
+
+
+def row_text(driver, number: int) -> str:
+    return driver.find_element(By.XPATH, f"//tr[td[text()='{number}']]").text
 
 
 def main_text(driver) -> str:
@@ -169,14 +178,14 @@ def test_a_running_search_is_followed_without_reloading_the_page(browser, consol
 
     browser.get(f"{console_url}tuningjobs/local/{SEARCH}")
     assert "Running" in browser.find_element(By.TAG_NAME, "h1").text
-    assert "RUNNING" in browser.find_element(By.XPATH, "//tr[td[text()='2']]").text
+    wait_for(browser, lambda: "RUNNING" in row_text(browser, 2))
     browser.execute_script("window.notReloaded = true")
 
     (search / "trials" / "002" / "result.json.done").rename(search / "trials" / "002" / "result.json")
     (search / "trials" / "002" / "trial.json").write_text(trial)
     (search / "result.json").write_text(result)
     wait_for(browser, lambda: "Succeeded" in browser.find_element(By.TAG_NAME, "h1").text)
-    assert "COMPLETE" in browser.find_element(By.XPATH, "//tr[td[text()='2']]").text
+    wait_for(browser, lambda: "COMPLETE" in row_text(browser, 2))
     assert browser.execute_script("return window.notReloaded") is True
     assert json.loads(browser.execute_script("return document.querySelector('main').dataset.refreshes")) >= 1
 

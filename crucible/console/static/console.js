@@ -6,35 +6,52 @@
   const main = document.querySelector("main");
   const liveMs = Number(main.dataset.refreshMs || 2000);
   const idleMs = Math.max(liveMs * 5, 10000);
+  const stale = document.getElementById("stale");
+  let timer = null;
+  let inFlight = null;
 
   function checkedBoxes() {
     return new Set([...main.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value));
   }
 
+  function typing() {
+    const active = document.activeElement;
+    return main.contains(active) && active.matches("input[type=text], input:not([type]), textarea, select");
+  }
+
   async function refresh() {
+    inFlight = new AbortController();
     try {
-      const response = await fetch(location.href, { headers: { "X-Console-Fragment": "main" }, cache: "no-store" });
+      const response = await fetch(location.href, {
+        headers: { "X-Console-Fragment": "main" }, cache: "no-store", signal: inFlight.signal,
+      });
       if (response.ok) {
         const digest = response.headers.get("X-Console-Digest");
         main.dataset.live = response.headers.get("X-Console-Live") || "false";
         // Never pull a field from under someone typing in it: that change waits for the next turn.
-        const typing = main.contains(document.activeElement) && document.activeElement.matches("input[type=text], input:not([type])");
-        if (digest && digest !== main.dataset.digest && !typing) {
+        if (digest && digest !== main.dataset.digest && !typing()) {
           const checked = checkedBoxes();
-          const html = await response.text();
-          main.innerHTML = html;
+          main.innerHTML = await response.text();
           main.dataset.digest = digest;
           for (const box of main.querySelectorAll("input[type=checkbox]")) box.checked = checked.has(box.value);
           main.dataset.refreshes = String(Number(main.dataset.refreshes || 0) + 1);
         }
-        document.getElementById("stale").hidden = true;
+        stale.hidden = true;
       }
-    } catch {
+    } catch (error) {
+      if (error.name === "AbortError") return;  // the page is being left
       // The console went away or the network dropped: say so, keep what is shown, try again later.
-      document.getElementById("stale").hidden = false;
+      stale.hidden = false;
+    } finally {
+      inFlight = null;
     }
-    setTimeout(refresh, main.dataset.live === "true" ? liveMs : idleMs);
+    timer = setTimeout(refresh, main.dataset.live === "true" ? liveMs : idleMs);
   }
 
-  setTimeout(refresh, main.dataset.live === "true" ? liveMs : idleMs);
+  // Leaving the page: no request is left half-way.
+  window.addEventListener("pagehide", () => {
+    clearTimeout(timer);
+    if (inFlight) inFlight.abort();
+  });
+  timer = setTimeout(refresh, main.dataset.live === "true" ? liveMs : idleMs);
 })();
