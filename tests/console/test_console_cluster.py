@@ -90,8 +90,13 @@ def cluster_objects(kube_api, crucible_crds, namespace: str, digits_artifact: Pa
         "conditions": [condition("Progressing", "True", "CanaryAnalysing"), condition("Ready", "False", "Rollout")],
     })
     core = client.CoreV1Api(kube_api)
-    # Without the controllers nobody makes the namespace's default ServiceAccount that pods run as.
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})
+    # Without the controllers nobody makes the namespace's default ServiceAccount that pods run as (when
+    # another test started them, the ServiceAccount controller has made it already).
+    try:
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
     for pod, labels in (("digits-canary-7f9c", {"crucible.dev/model-deployment": "digits", "crucible.dev/track": "canary"}),
                         ("search-trial-001-train-x2k4", {"crucible.dev/training-run": "search-trial-001"})):
         core.create_namespaced_pod(namespace, {"metadata": {"name": pod, "labels": labels},
