@@ -35,8 +35,11 @@ def job_phase(job: dict) -> TrainingPhase:
         if item.get("status") == "True" and item.get("type") == "Failed":
             return "Failed"
     # `active` counts pods that have not started (unschedulable, pulling their image) too; `ready`
-    # counts those whose container runs (the trainer has no readiness probe).
-    return "Running" if status.get("ready") else "Pending"
+    # counts those whose container runs (the trainer has no readiness probe). A pod that has finished
+    # but whose Job is not marked Complete or Failed yet (the controller waits for it to terminate)
+    # is no longer ready: the run is still Running then, not Pending again.
+    finishing = status.get("succeeded") or status.get("failed") or status.get("terminating")
+    return "Running" if status.get("ready") or finishing else "Pending"
 
 
 def waiting_reason(pods: list[dict]) -> tuple[str, str] | None:

@@ -247,7 +247,7 @@ def test_progress_is_the_stage_and_the_latest_epoch_of_the_trainer_log() -> None
 
 
 def test_a_running_run_keeps_its_progress_and_a_finished_one_has_none() -> None:
-    running = job(active=1)
+    running = job(active=1, ready=1)
     kept = in_progress_status(running, 1, None, progress="Cross-validation: fold 1/5 epoch 1/8")
     assert kept.to_patch()["progress"] == "Cross-validation: fold 1/5 epoch 1/8"
     assert in_progress_status(job(), 1, None, progress="stale").to_patch()["progress"] is None  # Pending
