@@ -185,7 +185,7 @@ def trainer_spec(root: Path, batch_size: int) -> dict:
                     "testFraction": 0.02},
         "model": {"architecture": "mobilenet_v3_small"},
         "hyperparameters": {"epochs": 1, "batchSize": batch_size, "augmentation": {"horizontalFlip": True}},
-        "gates": {"debug": off, "crossValidation": off, "overfitting": off},
+        "gates": {"debug": off, "crossValidation": off, "baseline": off, "overfitting": off, "heldOut": off},
     }  # fmt: skip
 
 

@@ -8,7 +8,6 @@ exported model."""
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -228,6 +227,7 @@ def _run_stages(
         f"{num_classes} classes"
     )
     gates = spec.gates
+    # Before any feed keeps worker processes alive, so the survey's workers never add to theirs.
     surveys = _surveys(train_split, test_split, pipeline, gates.baseline.thumbnail_size, reporter)
 
     if gates.debug.enabled:
@@ -236,7 +236,7 @@ def _run_stages(
             progress.gates["debug"] = GateReport.model_validate(checkpoint.state["debug"])
         else:
             progress.gates["debug"] = debug_gate(
-                spec, train_split, test_split, surveys(), fit_split, pipeline, norm, precision
+                spec, train_split, test_split, surveys, fit_split, pipeline, norm, precision
             )
             checkpoint.update(debug=progress.gates["debug"].model_dump())
         reporter.advance("debug gate " + ("passed" if progress.gates["debug"].passed else "FAILED"))
@@ -273,7 +273,7 @@ def _run_stages(
                 progress.gates["baseline"] = GateReport.model_validate(checkpoint.state["baseline"])
             else:
                 scores = baselines.cross_validate(
-                    surveys()[0].thumbnails, train_split.labels.numpy(), folds, num_classes, metric
+                    surveys[0].thumbnails, train_split.labels.numpy(), folds, num_classes, metric
                 )
                 means = {name: float(np.mean(values)) for name, values in scores.items()}
                 progress.gates["baseline"] = baseline_gate(cv_mean, metric, means, gates.baseline)
@@ -352,7 +352,7 @@ def _run_stages(
     if "baseline" in progress.gates:
         metrics["baselineLift"] = progress.gates["baseline"].lift
 
-    train_survey, test_survey = surveys()
+    train_survey, test_survey = surveys
     held_baselines = baselines.fit_and_score(
         np.concatenate([train_survey.thumbnails, test_survey.thumbnails]),
         np.concatenate([train_split.labels.numpy(), test_split.labels.numpy()]),
@@ -408,16 +408,11 @@ def _run_stages(
 
 def _surveys(
     train_split: ImageData, test_split: ImageData, pipeline: Pipeline, thumbnail_size: int, reporter: Reporter
-) -> Callable[[], tuple[Survey, Survey]]:
-    """The (training, held-out) surveys, made on first use: one decoding pass over both splits, shared
-    by the data checks and the baselines."""
-
-    @functools.cache
-    def made() -> tuple[Survey, Survey]:
-        reporter.note(f"surveying {len(train_split) + len(test_split)} images (data checks, baselines)")
-        return survey(train_split, pipeline, thumbnail_size), survey(test_split, pipeline, thumbnail_size)
-
-    return made
+) -> tuple[Survey, Survey]:
+    """The (training, held-out) surveys: one decoding pass over both splits, shared by the data checks
+    and the baselines (every run records the baselines' held-out scores)."""
+    reporter.note(f"surveying {len(train_split) + len(test_split)} images (data checks, baselines)")
+    return survey(train_split, pipeline, thumbnail_size), survey(test_split, pipeline, thumbnail_size)
 
 
 def _folds(train_split: ImageData, folds: int, seed: int) -> list[Fold]:
