@@ -7,6 +7,7 @@ from `pixels / 255`, so a model trained here sees at inference exactly what it s
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,14 +201,18 @@ def curate(data: ImageData, spec: DatasetSpec, seed: int) -> ImageData:
 
 
 def split(data: ImageData, test_fraction: float, seed: int) -> tuple[ImageData, ImageData]:
-    """Stratified train/test split; falls back to a plain split when a class is too small."""
+    """Stratified train/test split; falls back to a plain split when a class is too small or a side
+    too small to hold every class."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(data))
     labels = data.labels.numpy()
     counts = np.bincount(labels, minlength=len(data.classes))
     present = counts[counts > 0]
-    stratify = labels if len(present) and present.min() >= 2 else None
+    test_count = math.ceil(test_fraction * len(data))
+    # Stratifying needs two images of each class and a class's share on both sides.
+    feasible = len(present) and present.min() >= 2 and len(present) <= min(test_count, len(data) - test_count)
+    stratify = labels if feasible else None
     train_idx, test_idx = train_test_split(
         index, test_size=test_fraction, random_state=seed, shuffle=True, stratify=stratify
     )

@@ -133,12 +133,15 @@ def _run_stages(
 ) -> TrainResult:
     reporter = context.reporter
     reporter.stage("Loading data", 1)
-    data = curate(load_dataset(spec.dataset, spec.seed), spec.dataset, spec.seed)
+    # The data side is seeded by the dataset, not the run: runs with different seeds share their curated
+    # data and held-out split, so their scores can be compared image by image.
+    data_seed = spec.dataset.split_seed
+    data = curate(load_dataset(spec.dataset, data_seed), spec.dataset, data_seed)
     if len(data) < 4:
         raise TrainingError(f"dataset: only {len(data)} images after curation; need at least 4")
-    train_split, test_split = split(data, spec.dataset.test_fraction, spec.seed)
+    train_split, test_split = split(data, spec.dataset.test_fraction, data_seed)
     # The validation split drives early stopping and pruning; the held-out split is evaluated once.
-    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, spec.seed + 1)
+    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, data_seed + 1)
     progress.classes = data.classes  # type: ignore[attr-defined]
     norm = Normalization.of(fit_split.images)
     x_train, y_train = norm.apply(fit_split.images).to(device), fit_split.labels.to(device)

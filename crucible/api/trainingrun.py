@@ -54,6 +54,13 @@ class DatasetSpec(SpecModel):
     test_fraction: float = Field(
         0.2, gt=0, lt=1, description="Fraction held out, stratified, for the final evaluation."
     )
+    split_seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of the curation and of the held-out and validation splits. Kept apart from the "
+        "run's seed so that runs with different seeds share a held-out split and can be compared.",
+    )
     validation_fraction: float = Field(
         0.1,
         gt=0,
@@ -253,7 +260,12 @@ class OutputSpec(SpecModel):
 class TrainingRunSpec(SpecModel):
     """A TrainingRun: train one model with gates and export it when they pass."""
 
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for data splits, init and batches.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed for initialisation, batches and folds (data: dataset.splitSeed).",
+    )
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     hyperparameters: HyperparametersSpec = Field(default_factory=HyperparametersSpec)
