@@ -144,7 +144,13 @@ class DebugGateSpec(SpecModel):
 
     enabled: bool = Field(True, description="Run the debug gate.")
     overfit_batch_size: int = Field(32, ge=2, le=1024, description="Images in the batch to overfit.")
-    overfit_steps: int = Field(50, ge=1, le=10_000, description="Optimizer steps on that one batch.")
+    overfit_steps: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Optimizer steps on that one batch (MobileNet needs about 100 before its BatchNorm "
+        "statistics follow the batch in eval mode).",
+    )
     overfit_loss_fraction: float = Field(
         0.1,
         gt=0,
