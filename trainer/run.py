@@ -15,6 +15,7 @@ import torch
 
 from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
+from crucible.compare import fingerprints_of
 from crucible.resources import available_cpus
 from crucible.trainer import baselines, data_checks, export
 from crucible.trainer.data import ImageData, Normalization, curate, load_dataset, split
@@ -319,7 +320,11 @@ def _run_stages(
     )
     reporter.advance(uri)
     return TrainResult(
-        phase="Succeeded", gates=progress.gates, metrics=metrics, artifact=Artifact(uri=uri, sha256=sha256)
+        phase="Succeeded",
+        gates=progress.gates,
+        metrics=metrics,
+        artifact=Artifact(uri=uri, sha256=sha256),
+        fingerprints=fingerprints_of(card),
     )
 
 

@@ -95,6 +95,11 @@ class TrainingRunStatus(StatusModel):
         None, description="Held-out and training metrics: accuracy, macroF1, loss, cvMean, ..."
     )
     artifact: ArtifactStatus | None = Field(None, description="The exported model, once the run succeeded.")
+    fingerprints: dict[str, str] | None = Field(
+        None,
+        description="Digests of what the model was trained and judged on (dataset, classes, heldOut): two "
+        "runs are comparable only when all three match.",
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready (the model is usable) and GatesPassed."
     )

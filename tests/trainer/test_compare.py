@@ -3,10 +3,19 @@ classes are refused."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from crucible.cli import main
-from crucible.compare import NotComparable, comparability_problems, mcnemar, require_comparable
+from crucible.compare import (
+    NotComparable,
+    comparability_problems,
+    fingerprint_problems,
+    fingerprints_of,
+    mcnemar,
+    require_comparable,
+)
 from crucible.trainer.run import RunContext, train
 from tests.conftest import fast_spec
 
@@ -36,12 +45,26 @@ def test_cards_on_other_data_classes_or_held_out_splits_are_not_comparable():
     ]
     with pytest.raises(NotComparable, match=r"^not comparable: dataset fingerprints differ"):
         require_comparable(card, other)
+    # The same decision from the digests a result (and a TrainingRun's status) carries.
+    assert fingerprint_problems(fingerprints_of(card), fingerprints_of(dict(card))) == []
+    assert [
+        p.split(" (")[0] for p in fingerprint_problems(fingerprints_of(card), fingerprints_of(other))
+    ] == [
+        "dataset fingerprints differ",
+        "class lists differ",
+        "held-out splits differ",
+    ]
 
 
 def test_compare_two_seeds_prints_a_table_and_a_p_value(digits_artifact, tmp_path, capsys):
     spec = fast_spec(seed=8, gates=QUICK_GATES)
     result = train(spec, RunContext(name="digits-seed8", output_dir=tmp_path / "b", device="cpu"))
     assert result.phase == "Succeeded", result.reason
+
+    card = json.loads((digits_artifact / "model.json").read_text())
+    first = json.loads((digits_artifact / "result.json").read_text())
+    assert first["fingerprints"] == fingerprints_of(card)
+    assert result.fingerprints == first["fingerprints"], "another seed, the same data and held-out split"
 
     assert main(["compare", str(digits_artifact), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
