@@ -31,11 +31,13 @@ from crucible.trainer.gates import (
     final_training_gate,
     held_out_gate,
     overfitting_gate,
+    test_sets_gate,
 )
 from crucible.trainer.models import build_model
 from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.publish import PublishError, publish
 from crucible.trainer.report import write_report
+from crucible.trainer.test_sets import evaluate_test_sets
 
 
 @dataclass
@@ -297,6 +299,18 @@ def _run_stages(
             failed.metrics = metrics
             return failed
 
+    test_sets = evaluate_test_sets(spec, model, data.classes, norm, device, precision)
+    for result in test_sets:
+        metrics[f"testSet.{result.spec.name}"] = result.report.score(metric)
+    minimums = {r.spec.name: r.spec.min_score for r in test_sets if r.spec.min_score is not None}
+    if minimums:
+        scores = {r.spec.name: r.report.score(metric) for r in test_sets}
+        progress.gates["testSets"] = test_sets_gate(scores, minimums, metric)
+        if not progress.gates["testSets"].passed:
+            failed = _failed("testSets", progress)
+            failed.metrics = metrics
+            return failed
+
     reporter.stage("Export", 1)
     sha256 = export.save_weights(model, context.output_dir)
     uri = context.artifact_uri or context.output_dir.resolve().as_uri()
@@ -307,6 +321,14 @@ def _run_stages(
             "metric": metric,
             "heldOut": held_report.to_dict(data.classes),
             "baselines": {"heldOut": held_baselines, **_cv_baselines(progress.gates)},
+            "testSets": {
+                r.spec.name: {
+                    "images": r.images,
+                    "unknownClassImages": r.unknown,
+                    **r.report.to_dict(data.classes),
+                }
+                for r in test_sets
+            },
         },
         "predictionsFile": export.PREDICTIONS_FILE,
     }

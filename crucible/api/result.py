@@ -14,7 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TERMINATION_MESSAGE_LIMIT = 4096
-GATE_ORDER = ("debug", "crossValidation", "baseline", "finalTraining", "overfitting", "heldOut")
+GATE_ORDER = (
+    "debug", "crossValidation", "baseline", "finalTraining", "overfitting", "heldOut", "testSets",
+)  # fmt: skip
 
 
 class Check(BaseModel):

@@ -253,6 +253,53 @@ class ResourcesSpec(SpecModel):
     gpu: int = Field(0, ge=0, le=16, description="GPUs to request (gpu pools).")
 
 
+class TestSetSpec(SpecModel):
+    """An extra labelled image folder the exported model is evaluated on, reported apart from the held-out
+    split and never used for selection."""
+
+    name: str = Field(
+        ...,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$",
+        description="A short name: lowercase, digits, -.",
+    )
+    uri: str = Field(
+        ..., description="A local path or file:// URI holding one folder per class (named as spec.dataset's)."
+    )
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="When set, a testSets gate requires the exported model's score on this set (the "
+        "cross-validation metric) to reach it.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _local_folder(cls, value: str) -> str:
+        if value.startswith(REMOTE_SCHEMES):
+            raise ValueError("must be a local path or file:// (one folder per class)")
+        return value
+
+
+class EvaluationSpec(SpecModel):
+    """Benchmarks beyond the held-out split."""
+
+    test_sets: list[TestSetSpec] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Extra labelled folders evaluated by the exported model.",
+    )
+
+    @field_validator("test_sets")
+    @classmethod
+    def _unique_names(cls, value: list[TestSetSpec]) -> list[TestSetSpec]:
+        names = [test_set.name for test_set in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+
 class OutputSpec(SpecModel):
     """Where the artifact is written."""
 
@@ -277,4 +324,5 @@ class TrainingRunSpec(SpecModel):
     hyperparameters: HyperparametersSpec = Field(default_factory=HyperparametersSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
