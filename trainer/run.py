@@ -20,6 +20,7 @@ import torch
 
 from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
+from crucible.compare import fingerprints_of
 from crucible.resources import available_cpus
 from crucible.trainer import baselines, data_checks, export
 from crucible.trainer.checkpoint import Checkpoint, run_key
@@ -44,6 +45,7 @@ from crucible.trainer.gates import (
     final_training_gate,
     held_out_gate,
     overfitting_gate,
+    test_sets_gate,
 )
 from crucible.trainer.imaging import BACKGROUND
 from crucible.trainer.models import build_model
@@ -52,6 +54,7 @@ from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.publish import PublishError, publish
 from crucible.trainer.report import write_report
 from crucible.trainer.survey import Survey, survey
+from crucible.trainer.test_sets import evaluate_test_sets
 
 
 @dataclass
@@ -171,8 +174,8 @@ def _epoch_line(prefix: str, stats: EpochStats, evaluation: Evaluation | None = 
     return line
 
 
-def _load(spec: TrainingRunSpec, reporter: Reporter) -> ImageData:
-    data = curate(load_dataset(spec.dataset, spec.seed, available_cpus()), spec.dataset, spec.seed)
+def _load(spec: TrainingRunSpec, data_seed: int, reporter: Reporter) -> ImageData:
+    data = curate(load_dataset(spec.dataset, data_seed, available_cpus()), spec.dataset, data_seed)
     report = data.report
     if report.downloaded is not None:
         reporter.note(
@@ -202,11 +205,14 @@ def _run_stages(
 ) -> TrainResult:
     reporter = context.reporter
     reporter.stage("Loading data", 1)
-    data = _load(spec, reporter)
+    # The data side is seeded by the dataset, not the run: runs with different seeds share their curated
+    # data and held-out split, so their scores can be compared image by image.
+    data_seed = spec.dataset.split_seed
+    data = _load(spec, data_seed, reporter)
     progress.dataset = data.report.to_dict()
-    train_split, test_split = split(data, spec.dataset.test_fraction, spec.seed)
+    train_split, test_split = split(data, spec.dataset.test_fraction, data_seed)
     # The validation split drives early stopping and pruning; the held-out split is evaluated once.
-    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, spec.seed + 1)
+    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, data_seed + 1)
     progress.classes = data.classes
     num_classes = len(data.classes)
     hp = spec.hyperparameters
@@ -379,6 +385,18 @@ def _run_stages(
             failed.metrics = metrics
             return failed
 
+    test_sets = evaluate_test_sets(spec, model, data.classes, pipeline, norm, precision)
+    for result in test_sets:
+        metrics[f"testSet.{result.spec.name}"] = result.report.score(metric)
+    minimums = {r.spec.name: r.spec.min_score for r in test_sets if r.spec.min_score is not None}
+    if minimums:
+        scores = {r.spec.name: r.report.score(metric) for r in test_sets}
+        progress.gates["testSets"] = test_sets_gate(scores, minimums, metric)
+        if not progress.gates["testSets"].passed:
+            failed = _failed("testSets", progress)
+            failed.metrics = metrics
+            return failed
+
     reporter.stage("Export", 1)
     sha256 = export.save_weights(model, context.output_dir)
     uri = context.artifact_uri or context.output_dir.resolve().as_uri()
@@ -389,6 +407,14 @@ def _run_stages(
             "metric": metric,
             "heldOut": held_report.to_dict(data.classes),
             "baselines": {"heldOut": held_baselines, **_cv_baselines(progress.gates)},
+            "testSets": {
+                r.spec.name: {
+                    "images": r.images,
+                    "unknownClassImages": r.unknown,
+                    **r.report.to_dict(data.classes),
+                }
+                for r in test_sets
+            },
         },
         "predictionsFile": export.PREDICTIONS_FILE,
     }
@@ -402,7 +428,11 @@ def _run_stages(
     )
     reporter.advance(uri)
     return TrainResult(
-        phase="Succeeded", gates=progress.gates, metrics=metrics, artifact=Artifact(uri=uri, sha256=sha256)
+        phase="Succeeded",
+        gates=progress.gates,
+        metrics=metrics,
+        artifact=Artifact(uri=uri, sha256=sha256),
+        fingerprints=fingerprints_of(card),
     )
 
 

@@ -14,7 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TERMINATION_MESSAGE_LIMIT = 4096
-GATE_ORDER = ("debug", "crossValidation", "baseline", "finalTraining", "overfitting", "heldOut")
+GATE_ORDER = (
+    "debug", "crossValidation", "baseline", "finalTraining", "overfitting", "heldOut", "testSets",
+)  # fmt: skip
 
 
 class Check(BaseModel):
@@ -53,6 +55,9 @@ class TrainResult(BaseModel):
     gates: dict[str, GateReport] = Field(default_factory=dict)
     metrics: dict[str, float | None] = Field(default_factory=dict)
     artifact: Artifact | None = None
+    # What the run was trained and judged on (dataset, classes, heldOut: short digests), so two runs'
+    # comparability can be decided from their results alone (crucible.compare.fingerprint_problems).
+    fingerprints: dict[str, str] | None = None
 
     @property
     def gates_passed(self) -> bool:

@@ -50,6 +50,7 @@ class CheckStatus(StatusModel):
     threshold: float | None = Field(None, description="The bound the value is held to.")
     op: str | None = Field(None, description="How value is compared with threshold, such as <= or >=.")
     passed: bool = Field(..., description="Whether the check passed.")
+    message: str | None = Field(None, description="What is wrong, in the data's words (failed checks only).")
 
 
 class GateStatus(StatusModel):
@@ -62,6 +63,13 @@ class GateStatus(StatusModel):
     mean: float | None = Field(None, description="crossValidation: mean score over the folds.")
     std: float | None = Field(None, description="crossValidation: standard deviation of the fold scores.")
     folds: list[float] | None = Field(None, description="crossValidation: the score of each fold.")
+    metric: str | None = Field(
+        None, description="crossValidation, baseline, heldOut: the score used (balancedAccuracy, ...)."
+    )
+    baselines: dict[str, float] | None = Field(
+        None, description="baseline: each trivial model's CV mean score on the same folds (majority, linear)."
+    )
+    lift: float | None = Field(None, description="baseline: the CV mean minus the best baseline's.")
 
 
 class ArtifactStatus(StatusModel):
@@ -87,6 +95,11 @@ class TrainingRunStatus(StatusModel):
         None, description="Held-out and training metrics: accuracy, macroF1, loss, cvMean, ..."
     )
     artifact: ArtifactStatus | None = Field(None, description="The exported model, once the run succeeded.")
+    fingerprints: dict[str, str] | None = Field(
+        None,
+        description="Digests of what the model was trained and judged on (dataset, classes, heldOut): two "
+        "runs are comparable only when all three match.",
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready (the model is usable) and GatesPassed."
     )
