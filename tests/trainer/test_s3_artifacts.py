@@ -17,8 +17,8 @@ from tests.cli import CRUCIBLE, assert_one_line_error
 from tests.conftest import FAST_SPEC
 from tests.s3_store import S3Store, environment_without_aws
 
-ARTIFACT_FILES = ("model.json", "model.pt", "report.png", "result.json")
-CONTRACT_KEYS = {"phase", "reason", "gates", "metrics", "artifact", "dataset"}
+ARTIFACT_FILES = ("model.json", "model.pt", "predictions.json", "report.png", "result.json")
+CONTRACT_KEYS = {"phase", "reason", "gates", "metrics", "artifact", "dataset", "fingerprints"}
 # Trains in a second or two: the upload is what these tests are about.
 QUICK_SPEC = {**FAST_SPEC, "gates": {"debug": {"enabled": False}, "crossValidation": {"enabled": False}}}
 
