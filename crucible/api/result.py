@@ -69,10 +69,17 @@ class TrainResult(BaseModel):
         text = json.dumps(document, separators=(",", ":"))
         if len(text) <= limit:
             return text
-        # Too long (many folds, a long reason): drop per-fold scores, then shorten the reason.
+        # Too long (many folds, long file names, a long reason): drop per-fold scores, then the names of
+        # skipped files and folders (their counts stay; result.json keeps them), then shorten the reason.
         for gate in document.get("gates", {}).values():
             gate.pop("folds", None)
         text = json.dumps(document, separators=(",", ":"))
+        dataset = document.get("dataset")
+        if len(text) > limit and isinstance(dataset, dict):
+            dataset.pop("badFileExamples", None)
+            if isinstance(dataset.get("ignoredFolders"), dict):
+                dataset["ignoredFolders"].pop("names", None)
+            text = json.dumps(document, separators=(",", ":"))
         if len(text) > limit:
             excess = len(text) - limit + 3
             document["reason"] = (
