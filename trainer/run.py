@@ -243,7 +243,7 @@ def _run_stages(
         spec.model.architecture, num_classes, spec.model.dropout, spec.model.pretrained_weights
     )
     model = model.to(device)
-    held_out_feed = pipeline.eval_feed(test_split, norm, persistent=True)
+    held_out_feed = pipeline.eval_feed(test_split, norm)
 
     def on_epoch(epoch, stats, evaluation) -> None:
         reporter.advance(_epoch_line(f"final epoch {epoch + 1}/{hp.epochs}", stats, evaluation))
