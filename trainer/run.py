@@ -185,7 +185,9 @@ def _run_stages(
     reporter = context.reporter
     reporter.stage("Loading data", 1)
     data = _load(spec, reporter)
-    progress.dataset = data.report.to_dict()
+    report = data.report
+    if report.bad_files or report.ignored_folders or report.downloaded is not None:
+        progress.dataset = report.to_dict()  # only when there is something to say: the result stays small
     train_split, test_split = split(data, spec.dataset.test_fraction, spec.seed)
     progress.classes = data.classes
     hp = spec.hyperparameters
