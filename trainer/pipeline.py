@@ -11,6 +11,7 @@ an epoch boundary sees exactly the batches an uninterrupted run saw.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -249,6 +250,12 @@ class Feed:
         self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.loader.num_workers:
+            # Forked workers share the trainer's pages until written; a garbage collection in a worker
+            # would write to every object's header and copy them all. Frozen objects are never visited;
+            # collecting first keeps garbage from being frozen with them.
+            gc.collect()
+            gc.freeze()
         for pixels, labels in self.loader:
             # uint8 crosses to the device (a quarter of float32's bytes), then is scaled there.
             x = pixels.to(self.device, non_blocking=True).float().div_(255.0)
