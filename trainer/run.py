@@ -209,7 +209,9 @@ def _run_stages(
     # data and held-out split, so their scores can be compared image by image.
     data_seed = spec.dataset.split_seed
     data = _load(spec, data_seed, reporter)
-    progress.dataset = data.report.to_dict()
+    report = data.report
+    if report.bad_files or report.ignored_folders or report.downloaded is not None:
+        progress.dataset = report.to_dict()  # only when there is something to say: the result stays small
     train_split, test_split = split(data, spec.dataset.test_fraction, data_seed)
     # The validation split drives early stopping and pruning; the held-out split is evaluated once.
     fit_split, val_split = split(train_split, spec.dataset.validation_fraction, data_seed + 1)
@@ -233,7 +235,7 @@ def _run_stages(
         f"{num_classes} classes"
     )
     gates = spec.gates
-    # Before any feed keeps worker processes alive, so the survey's workers never add to theirs.
+    # One decoding pass over both splits, up front, for the data checks and the baselines.
     surveys = _surveys(train_split, test_split, pipeline, gates.baseline.thumbnail_size, reporter)
 
     if gates.debug.enabled:
@@ -296,7 +298,8 @@ def _run_stages(
     )
     model = model.to(device)
     stopper = EarlyStopping(hp.early_stopping, model) if hp.early_stopping else None
-    val_feed = pipeline.eval_feed(val_split, norm, persistent=True)
+    # Workers per pass, as for training: one set of worker processes at a time.
+    val_feed = pipeline.eval_feed(val_split, norm)
 
     def on_epoch(epoch, stats, evaluation) -> None:
         reporter.advance(_epoch_line(f"final epoch {epoch + 1}/{hp.epochs}", stats, evaluation))
