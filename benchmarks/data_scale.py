@@ -177,15 +177,16 @@ def bare_loop(root: Path, batch_size: int, workers: int) -> None:
     print(json.dumps({"images": seen, "seconds": seconds, "imagesPerSecond": seen / seconds}))
 
 
-def trainer_spec(root: Path, batch_size: int) -> dict:
+def trainer_spec(root: Path, batch_size: int, images: int) -> dict:
     off = {"enabled": False}
+    held_out = max(0.02, 2 * CLASSES / images)  # a small held-out split, two images a class at least
     return {
         "seed": 42,
         "dataset": {"source": "imageFolder", "uri": str(root), "imageSize": 224, "resize": "shorterSideCrop",
-                    "testFraction": 0.02},
+                    "testFraction": held_out},
         "model": {"architecture": "mobilenet_v3_small"},
         "hyperparameters": {"epochs": 1, "batchSize": batch_size, "augmentation": {"horizontalFlip": True}},
-        "gates": {"debug": off, "crossValidation": off, "overfitting": off},
+        "gates": {"debug": off, "crossValidation": off, "baseline": off, "overfitting": off, "heldOut": off},
     }  # fmt: skip
 
 
@@ -210,7 +211,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         spec = Path(scratch) / "spec.json"
-        spec.write_text(json.dumps(trainer_spec(root, args.batch_size)))
+        spec.write_text(json.dumps(trainer_spec(root, args.batch_size, args.images)))
         output = Path(scratch) / "out"
         command = [sys.executable, "-m", "crucible.trainer.cli", "--spec", str(spec), "--output", str(output)]
         ours_rss, ours_pss, ours_wall, _ = measured([*command, "--json"])

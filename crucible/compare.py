@@ -11,6 +11,7 @@ them for promotion; `load_run` and `render` are the thin I/O and display layer f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -58,6 +59,31 @@ def comparability_problems(card_a: dict, card_b: dict) -> list[str]:
         first, second = card_a.get("heldOutFingerprint"), card_b.get("heldOutFingerprint")
         problems.append(f"held-out splits differ ({first} vs {second})")
     return problems
+
+
+def classes_fingerprint(classes: Sequence[str]) -> str:
+    """A short digest of the class list, in order (what a TrainingRun's status can carry)."""
+    return hashlib.sha256("\0".join(classes).encode()).hexdigest()[:16]
+
+
+def fingerprints_of(card: dict) -> dict[str, str | None]:
+    """The three fingerprints a run's result and status carry (`TrainResult.fingerprints`)."""
+    return {
+        "dataset": card.get("datasetFingerprint"),
+        "classes": classes_fingerprint(card.get("classes") or []),
+        "heldOut": card.get("heldOutFingerprint"),
+    }
+
+
+def fingerprint_problems(first: dict, second: dict) -> list[str]:
+    """comparability_problems for two `fingerprints` mappings, e.g. two TrainingRuns' statuses: what a
+    promotion needs to refuse a candidate as NotComparable without reading either artifact."""
+    names = {"dataset": "dataset fingerprints", "classes": "class lists", "heldOut": "held-out splits"}
+    return [
+        f"{what} differ ({first.get(key)} vs {second.get(key)})"
+        for key, what in names.items()
+        if first.get(key) is None or first.get(key) != second.get(key)
+    ]
 
 
 def comparable(card_a: dict, card_b: dict) -> bool:

@@ -35,7 +35,8 @@ def print_summary(result: TrainResult, output_dir: Path) -> None:
         metrics.add_column("metric")
         metrics.add_column("value")
         for key, value in result.metrics.items():
-            metrics.add_row(key, f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}")
+            shown = "—" if value is None else f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
+            metrics.add_row(key, shown)
         console.print(metrics)
     colour = "green" if result.phase == "Succeeded" else "red"
     # One line however long the reason (an upload error names the whole URI): easy to grep in a log.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -65,25 +66,39 @@ class _PixelCache:
         return pixels
 
 
-class DigitsSource(_PixelCache):
+class ArraySource(_PixelCache):
+    """Pictures already in memory as uint8, grey [N, H, W] or RGB [N, H, W, 3], with their labels
+    (indexes into `classes`): the bundled digits, or pictures a program generated."""
+
+    def __init__(
+        self, pixels: np.ndarray, labels: np.ndarray, classes: list[str], prefix: str = "image"
+    ) -> None:
+        if pixels.dtype != np.uint8 or pixels.ndim not in (3, 4) or len(pixels) != len(labels):
+            raise ValueError("pixels: uint8 [N, H, W] or [N, H, W, 3] with one label per picture")
+        self.pixels = pixels
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = list(classes)
+        self.prefix = prefix
+
+    def read(self, item: int) -> Image.Image:
+        return Image.fromarray(self.pixels[item]).convert("RGB")
+
+    def digest(self, item: int) -> bytes:
+        return hashlib.sha256(self.pixels[item].tobytes()).digest()
+
+    def name(self, item: int) -> str:
+        return f"{self.prefix}[{item}]"
+
+
+class DigitsSource(ArraySource):
     """scikit-learn's bundled 8x8 digits, held as uint8 (115 KB): ink bright, background dark."""
 
     def __init__(self) -> None:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        self.pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-        self.labels = digits.target.astype(np.int64)
-        self.classes = [str(name) for name in digits.target_names]
-
-    def read(self, item: int) -> Image.Image:
-        return Image.fromarray(self.pixels[item], mode="L").convert("RGB")
-
-    def digest(self, item: int) -> bytes:
-        return hashlib.sha256(self.pixels[item].tobytes()).digest()
-
-    def name(self, item: int) -> str:
-        return f"digits[{item}]"
+        pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+        super().__init__(pixels, digits.target, [str(name) for name in digits.target_names], "digits")
 
 
 class FakeSource(_PixelCache):
@@ -299,7 +314,7 @@ def load_dataset(spec: DatasetSpec, seed: int, workers: int = 0, cache_dir: Path
     """The raw dataset named by the spec, before curation; `workers` processes check image files, and
     an s3:// dataset is brought up to date in `cache_dir` (default: `remote.default_cache_dir()`)."""
     if spec.source == "digits":
-        source: DigitsSource | FakeSource = DigitsSource()
+        source: ArraySource | FakeSource = DigitsSource()
         classes = source.classes
     elif spec.source == "fake":
         classes = list(spec.classes) or [f"class{i}" for i in range(10)]
@@ -342,14 +357,18 @@ def curate(data: ImageData, spec: DatasetSpec, seed: int) -> ImageData:
 
 
 def split(data: ImageData, test_fraction: float, seed: int) -> tuple[ImageData, ImageData]:
-    """Stratified train/test split; falls back to a plain split when a class is too small."""
+    """Stratified train/test split; falls back to a plain split when a class is too small or a side
+    too small to hold every class."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(data))
     labels = data.labels.numpy()
     counts = np.bincount(labels, minlength=len(data.classes))
     present = counts[counts > 0]
-    stratify = labels if len(present) and present.min() >= 2 else None
+    test_count = math.ceil(test_fraction * len(data))
+    # Stratifying needs two images of each class and a class's share on both sides.
+    feasible = len(present) and present.min() >= 2 and len(present) <= min(test_count, len(data) - test_count)
+    stratify = labels if feasible else None
     train_idx, test_idx = train_test_split(
         index, test_size=test_fraction, random_state=seed, shuffle=True, stratify=stratify
     )

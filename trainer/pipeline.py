@@ -12,6 +12,7 @@ an epoch boundary sees exactly the batches an uninterrupted run saw.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -254,6 +255,12 @@ class Feed:
         yield from self.loader
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.loader.num_workers:
+            # Forked workers share the trainer's pages until written; a garbage collection in a worker
+            # would write to every object's header and copy them all. Frozen objects are never visited;
+            # collecting first keeps garbage from being frozen with them.
+            gc.collect()
+            gc.freeze()
         for pixels, labels in self.loader:
             # uint8 crosses to the device (a quarter of float32's bytes), then is scaled there.
             x = pixels.to(self.device, non_blocking=True).float().div_(255.0)
@@ -309,7 +316,11 @@ class Pipeline:
 
     def train_feed(self, data: ImageData, norm: Normalization, batch_size: int, seed: int) -> Feed:
         transform = Transform(self.size, self.resize, self.augmentation)
-        return Feed(data, transform, norm, self.device, batch_size, seed, shuffle=True, persistent=True)
+        # Workers are not kept between epochs: the held-out evaluation after each epoch has workers of
+        # its own, and idle persistent ones beside them doubled the processes (and the pod's memory:
+        # 7.8 GiB summed RSS against 2.8 for the bare loop in benchmarks/data_scale.py). Forking
+        # them again costs about a second an epoch.
+        return Feed(data, transform, norm, self.device, batch_size, seed, shuffle=True)
 
     def eval_feed(
         self, data: ImageData, norm: Normalization | None, batch_size: int = 256, persistent: bool = False

@@ -14,7 +14,13 @@ from crucible.s3 import is_s3_uri, parse_s3_uri
 from crucible.trainer import export
 
 # What a run leaves in its output directory, in upload order.
-SUCCEEDED_FILES = (export.WEIGHTS_FILE, export.MODEL_FILE, export.REPORT_FILE, export.RESULT_FILE)
+SUCCEEDED_FILES = (
+    export.WEIGHTS_FILE,
+    export.MODEL_FILE,
+    export.PREDICTIONS_FILE,
+    export.REPORT_FILE,
+    export.RESULT_FILE,
+)
 FAILED_FILES = (export.REPORT_FILE, export.RESULT_FILE)
 
 

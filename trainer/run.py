@@ -8,7 +8,6 @@ exported model."""
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch
 
 from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
+from crucible.compare import fingerprints_of
 from crucible.resources import available_cpus
 from crucible.trainer import baselines, data_checks, export, onnx_export
 from crucible.trainer.checkpoint import Checkpoint, run_key
@@ -45,6 +45,7 @@ from crucible.trainer.gates import (
     final_training_gate,
     held_out_gate,
     overfitting_gate,
+    test_sets_gate,
 )
 from crucible.trainer.imaging import BACKGROUND
 from crucible.trainer.models import build_model
@@ -53,6 +54,7 @@ from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.publish import PublishError, publish
 from crucible.trainer.report import write_report
 from crucible.trainer.survey import Survey, survey
+from crucible.trainer.test_sets import evaluate_test_sets
 
 
 @dataclass
@@ -172,8 +174,8 @@ def _epoch_line(prefix: str, stats: EpochStats, evaluation: Evaluation | None = 
     return line
 
 
-def _load(spec: TrainingRunSpec, reporter: Reporter) -> ImageData:
-    data = curate(load_dataset(spec.dataset, spec.seed, available_cpus()), spec.dataset, spec.seed)
+def _load(spec: TrainingRunSpec, data_seed: int, reporter: Reporter) -> ImageData:
+    data = curate(load_dataset(spec.dataset, data_seed, available_cpus()), spec.dataset, data_seed)
     report = data.report
     if report.downloaded is not None:
         reporter.note(
@@ -203,11 +205,16 @@ def _run_stages(
 ) -> TrainResult:
     reporter = context.reporter
     reporter.stage("Loading data", 1)
-    data = _load(spec, reporter)
-    progress.dataset = data.report.to_dict()
-    train_split, test_split = split(data, spec.dataset.test_fraction, spec.seed)
+    # The data side is seeded by the dataset, not the run: runs with different seeds share their curated
+    # data and held-out split, so their scores can be compared image by image.
+    data_seed = spec.dataset.split_seed
+    data = _load(spec, data_seed, reporter)
+    report = data.report
+    if report.bad_files or report.ignored_folders or report.downloaded is not None:
+        progress.dataset = report.to_dict()  # only when there is something to say: the result stays small
+    train_split, test_split = split(data, spec.dataset.test_fraction, data_seed)
     # The validation split drives early stopping and pruning; the held-out split is evaluated once.
-    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, spec.seed + 1)
+    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, data_seed + 1)
     progress.classes = data.classes
     num_classes = len(data.classes)
     hp = spec.hyperparameters
@@ -228,6 +235,7 @@ def _run_stages(
         f"{num_classes} classes"
     )
     gates = spec.gates
+    # One decoding pass over both splits, up front, for the data checks and the baselines.
     surveys = _surveys(train_split, test_split, pipeline, gates.baseline.thumbnail_size, reporter)
 
     if gates.debug.enabled:
@@ -236,7 +244,7 @@ def _run_stages(
             progress.gates["debug"] = GateReport.model_validate(checkpoint.state["debug"])
         else:
             progress.gates["debug"] = debug_gate(
-                spec, train_split, test_split, surveys(), fit_split, pipeline, norm, precision
+                spec, train_split, test_split, surveys, fit_split, pipeline, norm, precision
             )
             checkpoint.update(debug=progress.gates["debug"].model_dump())
         reporter.advance("debug gate " + ("passed" if progress.gates["debug"].passed else "FAILED"))
@@ -273,7 +281,7 @@ def _run_stages(
                 progress.gates["baseline"] = GateReport.model_validate(checkpoint.state["baseline"])
             else:
                 scores = baselines.cross_validate(
-                    surveys()[0].thumbnails, train_split.labels.numpy(), folds, num_classes, metric
+                    surveys[0].thumbnails, train_split.labels.numpy(), folds, num_classes, metric
                 )
                 means = {name: float(np.mean(values)) for name, values in scores.items()}
                 progress.gates["baseline"] = baseline_gate(cv_mean, metric, means, gates.baseline)
@@ -290,7 +298,8 @@ def _run_stages(
     )
     model = model.to(device)
     stopper = EarlyStopping(hp.early_stopping, model) if hp.early_stopping else None
-    val_feed = pipeline.eval_feed(val_split, norm, persistent=True)
+    # Workers per pass, as for training: one set of worker processes at a time.
+    val_feed = pipeline.eval_feed(val_split, norm)
 
     def on_epoch(epoch, stats, evaluation) -> None:
         reporter.advance(_epoch_line(f"final epoch {epoch + 1}/{hp.epochs}", stats, evaluation))
@@ -352,7 +361,7 @@ def _run_stages(
     if "baseline" in progress.gates:
         metrics["baselineLift"] = progress.gates["baseline"].lift
 
-    train_survey, test_survey = surveys()
+    train_survey, test_survey = surveys
     held_baselines = baselines.fit_and_score(
         np.concatenate([train_survey.thumbnails, test_survey.thumbnails]),
         np.concatenate([train_split.labels.numpy(), test_split.labels.numpy()]),
@@ -379,6 +388,18 @@ def _run_stages(
             failed.metrics = metrics
             return failed
 
+    test_sets = evaluate_test_sets(spec, model, data.classes, pipeline, norm, precision)
+    for result in test_sets:
+        metrics[f"testSet.{result.spec.name}"] = result.report.score(metric)
+    minimums = {r.spec.name: r.spec.min_score for r in test_sets if r.spec.min_score is not None}
+    if minimums:
+        scores = {r.spec.name: r.report.score(metric) for r in test_sets}
+        progress.gates["testSets"] = test_sets_gate(scores, minimums, metric)
+        if not progress.gates["testSets"].passed:
+            failed = _failed("testSets", progress)
+            failed.metrics = metrics
+            return failed
+
     reporter.stage("Export", 1)
     sha256 = export.save_weights(model, context.output_dir)
     uri = context.artifact_uri or context.output_dir.resolve().as_uri()
@@ -389,6 +410,14 @@ def _run_stages(
             "metric": metric,
             "heldOut": held_report.to_dict(data.classes),
             "baselines": {"heldOut": held_baselines, **_cv_baselines(progress.gates)},
+            "testSets": {
+                r.spec.name: {
+                    "images": r.images,
+                    "unknownClassImages": r.unknown,
+                    **r.report.to_dict(data.classes),
+                }
+                for r in test_sets
+            },
         },
         "predictionsFile": export.PREDICTIONS_FILE,
     }
@@ -405,22 +434,21 @@ def _run_stages(
     )
     reporter.advance(uri)
     return TrainResult(
-        phase="Succeeded", gates=progress.gates, metrics=metrics, artifact=Artifact(uri=uri, sha256=sha256)
+        phase="Succeeded",
+        gates=progress.gates,
+        metrics=metrics,
+        artifact=Artifact(uri=uri, sha256=sha256),
+        fingerprints=fingerprints_of(card),
     )
 
 
 def _surveys(
     train_split: ImageData, test_split: ImageData, pipeline: Pipeline, thumbnail_size: int, reporter: Reporter
-) -> Callable[[], tuple[Survey, Survey]]:
-    """The (training, held-out) surveys, made on first use: one decoding pass over both splits, shared
-    by the data checks and the baselines."""
-
-    @functools.cache
-    def made() -> tuple[Survey, Survey]:
-        reporter.note(f"surveying {len(train_split) + len(test_split)} images (data checks, baselines)")
-        return survey(train_split, pipeline, thumbnail_size), survey(test_split, pipeline, thumbnail_size)
-
-    return made
+) -> tuple[Survey, Survey]:
+    """The (training, held-out) surveys: one decoding pass over both splits, shared by the data checks
+    and the baselines (every run records the baselines' held-out scores)."""
+    reporter.note(f"surveying {len(train_split) + len(test_split)} images (data checks, baselines)")
+    return survey(train_split, pipeline, thumbnail_size), survey(test_split, pipeline, thumbnail_size)
 
 
 def _folds(train_split: ImageData, folds: int, seed: int) -> list[Fold]:

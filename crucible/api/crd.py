@@ -96,6 +96,13 @@ def _training_run() -> Kind:
             _column("CV Mean", ".status.gates.crossValidation.mean", "number", description="Fold mean."),
             _column("Accuracy", ".status.metrics.accuracy", "number", description="Held-out accuracy."),
             AGE,
+            _column(
+                "Lift",
+                ".status.gates.baseline.lift",
+                "number",
+                priority=1,
+                description="CV mean minus the best baseline's (kubectl get tr -o wide).",
+            ),
             _column("Pool", ".spec.resources.nodePool", priority=1),
             _column("Reason", ".status.reason", priority=1),
             _column("Progress", ".status.progress", priority=1, description="Stage and epoch while running."),

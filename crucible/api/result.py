@@ -14,7 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TERMINATION_MESSAGE_LIMIT = 4096
-GATE_ORDER = ("debug", "crossValidation", "baseline", "finalTraining", "overfitting", "heldOut")
+GATE_ORDER = (
+    "debug", "crossValidation", "baseline", "finalTraining", "overfitting", "heldOut", "testSets",
+)  # fmt: skip
 
 
 class Check(BaseModel):
@@ -53,6 +55,9 @@ class TrainResult(BaseModel):
     gates: dict[str, GateReport] = Field(default_factory=dict)
     metrics: dict[str, float | None] = Field(default_factory=dict)
     artifact: Artifact | None = None
+    # What the run was trained and judged on (dataset, classes, heldOut: short digests), so two runs'
+    # comparability can be decided from their results alone (crucible.compare.fingerprint_problems).
+    fingerprints: dict[str, str] | None = None
 
     @property
     def gates_passed(self) -> bool:
@@ -64,10 +69,17 @@ class TrainResult(BaseModel):
         text = json.dumps(document, separators=(",", ":"))
         if len(text) <= limit:
             return text
-        # Too long (many folds, a long reason): drop per-fold scores, then shorten the reason.
+        # Too long (many folds, long file names, a long reason): drop per-fold scores, then the names of
+        # skipped files and folders (their counts stay; result.json keeps them), then shorten the reason.
         for gate in document.get("gates", {}).values():
             gate.pop("folds", None)
         text = json.dumps(document, separators=(",", ":"))
+        dataset = document.get("dataset")
+        if len(text) > limit and isinstance(dataset, dict):
+            dataset.pop("badFileExamples", None)
+            if isinstance(dataset.get("ignoredFolders"), dict):
+                dataset["ignoredFolders"].pop("names", None)
+            text = json.dumps(document, separators=(",", ":"))
         if len(text) > limit:
             excess = len(text) - limit + 3
             document["reason"] = (

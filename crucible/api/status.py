@@ -62,6 +62,7 @@ class CheckStatus(StatusModel):
     threshold: float | None = Field(None, description="The bound the value is held to.")
     op: str | None = Field(None, description="How value is compared with threshold, such as <= or >=.")
     passed: bool = Field(..., description="Whether the check passed.")
+    message: str | None = Field(None, description="What is wrong, in the data's words (failed checks only).")
 
 
 class GateStatus(StatusModel):
@@ -74,6 +75,13 @@ class GateStatus(StatusModel):
     mean: float | None = Field(None, description="crossValidation: mean score over the folds.")
     std: float | None = Field(None, description="crossValidation: standard deviation of the fold scores.")
     folds: list[float] | None = Field(None, description="crossValidation: the score of each fold.")
+    metric: str | None = Field(
+        None, description="crossValidation, baseline, heldOut: the score used (balancedAccuracy, ...)."
+    )
+    baselines: dict[str, float] | None = Field(
+        None, description="baseline: each trivial model's CV mean score on the same folds (majority, linear)."
+    )
+    lift: float | None = Field(None, description="baseline: the CV mean minus the best baseline's.")
 
 
 class ArtifactStatus(StatusModel):
@@ -104,6 +112,11 @@ class TrainingRunStatus(StatusModel):
         max_length=512,
         description="While running: the trainer's stage and latest epoch, from its log (refreshed about "
         "every 30 s), such as `Cross-validation: fold 2/5 epoch 3/8 loss 0.41 acc 0.88 212 img/s`.",
+    )
+    fingerprints: dict[str, str] | None = Field(
+        None,
+        description="Digests of what the model was trained and judged on (dataset, classes, heldOut): two "
+        "runs are comparable only when all three match.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready (the model is usable) and GatesPassed."

@@ -58,6 +58,13 @@ class DatasetSpec(SpecModel):
     test_fraction: float = Field(
         0.2, gt=0, lt=1, description="Fraction held out, stratified, for the final evaluation."
     )
+    split_seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of the curation and of the held-out and validation splits. Kept apart from the "
+        "run's seed so that runs with different seeds share a held-out split and can be compared.",
+    )
     validation_fraction: float = Field(
         0.1,
         gt=0,
@@ -187,7 +194,13 @@ class DebugGateSpec(SpecModel):
 
     enabled: bool = Field(True, description="Run the debug gate.")
     overfit_batch_size: int = Field(32, ge=2, le=1024, description="Images in the batch to overfit.")
-    overfit_steps: int = Field(50, ge=1, le=10_000, description="Optimizer steps on that one batch.")
+    overfit_steps: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Optimizer steps on that one batch (MobileNet needs about 100 before its BatchNorm "
+        "statistics follow the batch in eval mode).",
+    )
     overfit_loss_fraction: float = Field(
         0.1,
         gt=0,
@@ -293,6 +306,53 @@ class ResourcesSpec(SpecModel):
     gpu: int = Field(0, ge=0, le=16, description="GPUs to request (gpu pools).")
 
 
+class TestSetSpec(SpecModel):
+    """An extra labelled image folder the exported model is evaluated on, reported apart from the held-out
+    split and never used for selection."""
+
+    name: str = Field(
+        ...,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$",
+        description="A short name: lowercase, digits, -.",
+    )
+    uri: str = Field(
+        ..., description="A local path or file:// URI holding one folder per class (named as spec.dataset's)."
+    )
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="When set, a testSets gate requires the exported model's score on this set (the "
+        "cross-validation metric) to reach it.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _local_folder(cls, value: str) -> str:
+        if value.startswith(REMOTE_SCHEMES):
+            raise ValueError("must be a local path or file:// (one folder per class)")
+        return value
+
+
+class EvaluationSpec(SpecModel):
+    """Benchmarks beyond the held-out split."""
+
+    test_sets: list[TestSetSpec] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Extra labelled folders evaluated by the exported model.",
+    )
+
+    @field_validator("test_sets")
+    @classmethod
+    def _unique_names(cls, value: list[TestSetSpec]) -> list[TestSetSpec]:
+        names = [test_set.name for test_set in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+
 class OutputSpec(SpecModel):
     """Where the artifact is written."""
 
@@ -318,11 +378,17 @@ class ServeSpec(SpecModel):
 class TrainingRunSpec(SpecModel):
     """A TrainingRun: train one model with gates and export it when they pass."""
 
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for data splits, init and batches.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed for initialisation, batches and folds (data: dataset.splitSeed).",
+    )
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     hyperparameters: HyperparametersSpec = Field(default_factory=HyperparametersSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     serve: ServeSpec = Field(default_factory=ServeSpec)

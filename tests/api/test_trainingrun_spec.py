@@ -20,9 +20,18 @@ def test_the_example_is_a_complete_trainingrun():
 def test_defaults_are_filled_in_camel_case():
     spec = TrainingRunSpec().to_dict()
     assert spec["hyperparameters"]["batchSize"] == 64
+    # Chance-relative by default: balanced accuracy, no absolute floor, baselines and held-out checks on.
     assert spec["gates"]["crossValidation"] == {
         "enabled": True, "folds": 5, "epochs": 6, "metric": "balancedAccuracy", "minMean": 0.0, "maxStd": 0.05,
     }  # fmt: skip
+    assert spec["gates"]["baseline"] == {"enabled": True, "minLift": 0.05, "thumbnailSize": 3}
+    assert spec["gates"]["heldOut"] == {"enabled": True, "tolerance": 0.1}
+    assert (
+        spec["gates"]["debug"]["overfitLossFraction"] == 0.1
+        and spec["gates"]["debug"]["overfitLossBound"] is None
+    )
+    assert spec["hyperparameters"]["earlyStopping"] is None
+    assert spec["dataset"]["validationFraction"] == 0.1 and spec["dataset"]["splitSeed"] == 0
 
 
 @pytest.mark.parametrize(

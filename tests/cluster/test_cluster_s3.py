@@ -24,7 +24,7 @@ from tests.operator.traffic import Traffic, infer_request
 from tests.s3_store import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Store
 
 SECRET = "s3-creds"
-ARTIFACT_FILES = ("model.json", "model.pt", "report.png", "result.json")
+ARTIFACT_FILES = ("model.json", "model.pt", "predictions.json", "report.png", "result.json")
 
 
 @pytest.fixture

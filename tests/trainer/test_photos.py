@@ -65,6 +65,7 @@ def _spec_file(tmp_path, root, **dataset):
             "debug": {"enabled": False},
             "crossValidation": {"enabled": False},
             "overfitting": {"enabled": False},
+            "heldOut": {"enabled": False},
         },
     }
     path = tmp_path / "spec.json"
@@ -82,7 +83,9 @@ def test_awkward_files_train_when_bad_files_are_allowed_and_are_counted(tmp_path
     assert result["dataset"]["badFiles"] == 1
     assert result["dataset"]["badFileExamples"] == ["squares/broken.jpg"]
     assert result["dataset"]["ignoredFolders"] == {"count": 1, "names": ["thumbnails"]}
-    assert result["metrics"]["trainImages"] + result["metrics"]["testImages"] == 24  # 20 + 4 awkward ones
+    metrics = result["metrics"]
+    # 20 ordinary files and 4 awkward ones, in the training, validation and held-out splits.
+    assert metrics["trainImages"] + metrics["validationImages"] + metrics["testImages"] == 24
     log = capsys.readouterr().out
     assert (
         "skipped 1 unreadable file(s)" in log

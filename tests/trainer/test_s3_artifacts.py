@@ -18,8 +18,10 @@ from tests.conftest import FAST_SPEC
 from tests.s3_store import S3Store, environment_without_aws
 
 # The verified ONNX copies the card names come along: a server may run them.
-ARTIFACT_FILES = ("model.int8.onnx", "model.json", "model.onnx", "model.pt", "report.png", "result.json")
-CONTRACT_KEYS = {"phase", "reason", "gates", "metrics", "artifact", "dataset"}
+ARTIFACT_FILES = (
+    "model.int8.onnx", "model.json", "model.onnx", "model.pt", "predictions.json", "report.png", "result.json"
+)  # fmt: skip
+CONTRACT_KEYS = {"phase", "reason", "gates", "metrics", "artifact", "fingerprints"}
 # Trains in a second or two: the upload is what these tests are about.
 QUICK_SPEC = {**FAST_SPEC, "gates": {"debug": {"enabled": False}, "crossValidation": {"enabled": False}}}
 

@@ -57,8 +57,8 @@ def test_image_folder_with_fixed_classes_and_unreadable_image(tmp_path):
 
 
 def test_remote_dataset_schemes_are_refused_by_name(tmp_path):
-    with pytest.raises(DatasetError, match="scheme s3:// is not supported here"):
-        load_dataset(DatasetSpec(source="imageFolder", uri="s3://bucket/data"), 0)
+    with pytest.raises(DatasetError, match="scheme gs:// is not supported here"):
+        load_dataset(DatasetSpec(source="imageFolder", uri="gs://bucket/data"), 0)
 
 
 def test_fake_source_gives_the_requested_shape():

@@ -134,3 +134,34 @@ def test_worker_processes_share_the_study(tmp_path):
     spans = [(t.datetime_start, t.datetime_complete) for t in study.trials]
     overlapping = max(sum(start <= s < end for start, end in spans) for s, _ in spans)
     assert overlapping == 2  # two at once, never more
+
+
+def test_the_held_out_split_is_untouched_until_the_exported_model(tmp_path, monkeypatch):
+    # The study's values come from the validation split; the held-out split is evaluated once per
+    # trial, by the exported model, and only reported.
+    from crucible.trainer import run as run_module
+
+    evaluated_sizes = []
+    real_evaluate = run_module.evaluate
+
+    def counting(model, feed, *args, **kwargs):
+        evaluated_sizes.append(len(feed.data))
+        return real_evaluate(model, feed, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate", counting)
+    spec = job_spec(maxTrials=2)
+    summary = run_search(spec, "clean", tmp_path, device="cpu")
+    study = open_study(spec, local_storage(tmp_path), "clean")
+
+    assert summary["objective"]["metric"] == "valBalancedAccuracy"
+    for frozen in study.get_trials():
+        result = json.loads((tmp_path / "trials" / f"{frozen.number:03d}" / "result.json").read_text())
+        metrics = result["metrics"]
+        epochs = spec.template.hyperparameters.epochs
+        assert sorted(frozen.intermediate_values) == list(range(1, epochs + 1))
+        assert frozen.intermediate_values[epochs] == pytest.approx(metrics["valBalancedAccuracy"], abs=1e-6)
+        assert frozen.value == pytest.approx(metrics["valBalancedAccuracy"], abs=1e-6)
+        assert "accuracy" in metrics  # the held-out figure, reported
+    held_out_images = int(metrics["testImages"])
+    assert held_out_images not in (metrics["trainImages"], metrics["validationImages"])
+    assert evaluated_sizes.count(held_out_images) == 2, "one held-out evaluation per exported trial"
