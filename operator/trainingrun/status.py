@@ -244,6 +244,7 @@ def finished_status(
         gates={name: GateStatus.model_validate(gate.model_dump()) for name, gate in result.gates.items()}
         or None,
         metrics=dict(result.metrics) or None,
+        fingerprints=dict(result.fingerprints or {}) or None,
         artifact=ArtifactStatus(uri=result.artifact.uri, sha256=result.artifact.sha256)
         if result.artifact and result.phase == "Succeeded"
         else None,

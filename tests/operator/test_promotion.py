@@ -104,3 +104,22 @@ def test_canary_weights_must_not_decrease() -> None:
         ModelDeploymentSpec.model_validate(
             {"model": {"trainingRun": "a"}, "rollout": {"steps": [{"weight": 50}, {"weight": 20}]}}
         )
+
+
+def run_with_fingerprints(name: str, accuracy: float, fingerprints: dict) -> dict:
+    body = run(name, accuracy)
+    body["status"]["fingerprints"] = fingerprints
+    return body
+
+
+def test_a_candidate_judged_on_other_data_is_not_comparable() -> None:
+    same = {"dataset": "d1", "classes": "c1", "heldOut": "h1"}
+    other = {**same, "heldOut": "h2"}
+    better_elsewhere = run_with_fingerprints("elsewhere", 0.99, other)
+    better_here = run_with_fingerprints("here", 0.95, same)
+    choice = choose([better_elsewhere], "current", 0.9, PromotionSpec(), PLATFORM, (), same)
+    assert choice.run is None and "elsewhere: NotComparable" in choice.message
+    choice = choose([better_elsewhere, better_here], "current", 0.9, PromotionSpec(), PLATFORM, (), same)
+    assert choice.run == "here"
+    # Runs from before results carried fingerprints are compared by their metric alone.
+    assert choose([better_elsewhere], "current", 0.9, PromotionSpec(), PLATFORM, (), None).run == "elsewhere"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from crucible import API_GROUP
 from crucible.api.modeldeployment import LabelSelector, PromotionSpec
+from crucible.compare import fingerprint_problems
 from crucible.operator.modeldeployment.config import PromotionConfig
 from crucible.operator.modeldeployment.status import Verdict, judge
 
@@ -58,6 +59,9 @@ class Eligibility:
     message: str
     verdict: Verdict | None = None
     value: float | None = None
+
+
+NOT_COMPARABLE = "NotComparable"
 
 
 def eligibility(
@@ -113,8 +117,12 @@ def choose(
     promotion: PromotionSpec,
     platform: PromotionConfig,
     rejected: Iterable[str] = (),
+    current_fingerprints: dict | None = None,
 ) -> Choice:
-    """The best eligible run, when it beats the current model; on a tie the first by name stays."""
+    """The best eligible run, when it beats the current model; on a tie the first by name stays. A run
+    trained or judged on other data, classes or held-out split than the current model is NotComparable:
+    its metric says nothing about which model is better. (Runs from before results carried
+    fingerprints are compared by their metric alone.)"""
     rejected = list(rejected)
     best: Eligibility | None = None
     best_name = None
@@ -124,6 +132,11 @@ def choose(
         if name == current:
             continue
         verdict = eligibility(run, promotion, platform, rejected)
+        theirs = (run.get("status") or {}).get("fingerprints")
+        if verdict.eligible and current_fingerprints and theirs:
+            problems = fingerprint_problems(current_fingerprints, theirs)
+            if problems:
+                verdict = Eligibility(False, NOT_COMPARABLE, f"{name}: {'; '.join(problems)}")
         if not verdict.eligible:
             refused.append(f"{name}: {verdict.reason}")
             continue
