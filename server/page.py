@@ -11,8 +11,14 @@ from crucible.server.images import ACCEPTED_FORMATS
 from crucible.server.settings import ServerSettings
 
 # Browsers name uploads by MIME type; the server decides by the file's content.
-MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
-              "BMP": "image/bmp", "TIFF": "image/tiff"}
+MIME_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
 # Classes named in the instruction before "and N more".
 CLASSES_SHOWN = 12
 

@@ -92,8 +92,11 @@ def requested_urls(driver) -> list[str]:
 def other_hosts(urls: list[str], base_url: str) -> list[str]:
     """The URLs not on the page's own host (data: and blob: URLs stay in the page)."""
     own = urlsplit(base_url).netloc
-    return [url for url in urls if urlsplit(url).scheme in ("http", "https", "ws", "wss")
-            and urlsplit(url).netloc != own]
+    return [
+        url
+        for url in urls
+        if urlsplit(url).scheme in ("http", "https", "ws", "wss") and urlsplit(url).netloc != own
+    ]
 
 
 def _viewport(driver, width: int, height: int) -> None:
@@ -127,9 +130,11 @@ def at_desktop_width(driver) -> None:
 
 def horizontal_overflow(driver) -> int:
     """How many CSS pixels the page is wider than the window (0 when nothing sticks out)."""
-    return int(driver.execute_script(
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    ))
+    return int(
+        driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+    )
 
 
 @contextmanager

@@ -46,6 +46,10 @@ def _variant(source: Path, target: Path, change: Callable[[dict], None]) -> Path
     torch.save(state, target / "model.pt")
     card = json.loads((target / "model.json").read_text())
     card["sha256"] = card["weights"]["sha256"] = sha256_of(target / "model.pt")
+    # The ONNX copy was made from the old weights: a variant has none, so its servers run these weights.
+    card.pop("onnx", None)
+    for copy in ("model.onnx", "model.int8.onnx"):
+        (target / copy).unlink(missing_ok=True)
     (target / "model.json").write_text(json.dumps(card))
     return target
 

@@ -12,20 +12,37 @@ from crucible.console import views
 def run(name: str, fingerprint: str = "aa", classes=("0", "1"), accuracy=0.9, phase="Succeeded", labels=None):
     return {
         "kind": "TrainingRun",
-        "metadata": {"name": name, "namespace": "ns", "labels": labels or {},
-                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": labels or {},
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
         "spec": {"model": {"architecture": "tiny_cnn"}},
-        "status": {"phase": phase, "metrics": {"accuracy": accuracy},
-                   "gates": {"crossValidation": {"passed": False, "mean": 0.7, "std": 0.01,
-                                                 "checks": {"mean": {"value": 0.7, "threshold": 0.8, "op": ">=",
-                                                                     "passed": False}}}}},
+        "status": {
+            "phase": phase,
+            "metrics": {"accuracy": accuracy},
+            "gates": {
+                "crossValidation": {
+                    "passed": False,
+                    "mean": 0.7,
+                    "std": 0.01,
+                    "checks": {"mean": {"value": 0.7, "threshold": 0.8, "op": ">=", "passed": False}},
+                }
+            },
+        },
         "card": {"datasetFingerprint": fingerprint, "classes": list(classes)},
     }
 
 
 def test_figures_read_as_people_read_them():
     assert [views.number(v) for v in (0.942937, 9.96e-08, 1437.0, 0.0, None, 176.113)] == [
-        "0.9429", "1.0e-07", "1437", "0", "—", "176.1"
+        "0.9429",
+        "1.0e-07",
+        "1437",
+        "0",
+        "—",
+        "176.1",
     ]
     now = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
     assert views.age("2026-01-02T02:59:15Z", now)[1] == "45s"
@@ -34,7 +51,11 @@ def test_figures_read_as_people_read_them():
 
 def test_a_failed_gate_names_its_check_and_threshold():
     [gate] = views.gates_of(run("a"))
-    assert (gate.name, gate.passed, gate.failed_checks) == ("crossValidation", False, ["mean 0.7, needs \u2265 0.8"])
+    assert (gate.name, gate.passed, gate.failed_checks) == (
+        "crossValidation",
+        False,
+        ["mean 0.7, needs \u2265 0.8"],
+    )
 
 
 def test_label_filters_and_their_errors():
@@ -69,19 +90,42 @@ def test_metric_deltas_are_from_the_first_run():
 
 
 def test_trials_on_a_cluster_come_from_the_child_runs():
-    job = {"kind": "TuningJob", "metadata": {"name": "s", "namespace": "ns"},
-           "spec": {"objective": {"metric": "accuracy", "direction": "maximize"}}, "status": {}}
+    job = {
+        "kind": "TuningJob",
+        "metadata": {"name": "s", "namespace": "ns"},
+        "spec": {"objective": {"metric": "accuracy", "direction": "maximize"}},
+        "status": {},
+    }
     children = [
-        run("s-trial-001", accuracy=0.8, labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "1"}),
-        run("s-trial-000", accuracy=0.7, labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"}),
-        run("s-trial-002", phase="Running", labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "2"}),
+        run(
+            "s-trial-001",
+            accuracy=0.8,
+            labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "1"},
+        ),
+        run(
+            "s-trial-000",
+            accuracy=0.7,
+            labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"},
+        ),
+        run(
+            "s-trial-002",
+            phase="Running",
+            labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "2"},
+        ),
         run("other"),
-        {**run("s-trial-000", labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"}),
-         "metadata": {"name": "s-trial-000", "namespace": "elsewhere",
-                      "labels": {"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"}}},
+        {
+            **run("s-trial-000", labels={"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"}),
+            "metadata": {
+                "name": "s-trial-000",
+                "namespace": "elsewhere",
+                "labels": {"crucible.dev/tuning-job": "s", "crucible.dev/trial-number": "0"},
+            },
+        },
     ]
     trials = views.trials_of(job, children)
     assert [(t["number"], t["state"], t["value"]) for t in trials] == [
-        (0, "COMPLETE", 0.7), (1, "COMPLETE", 0.8), (2, "RUNNING", None)
+        (0, "COMPLETE", 0.7),
+        (1, "COMPLETE", 0.8),
+        (2, "RUNNING", None),
     ]
     assert views.best_so_far(trials, maximize=True) == [0.7, 0.8, 0.8]

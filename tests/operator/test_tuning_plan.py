@@ -60,7 +60,7 @@ def test_a_running_child_holds_its_slot() -> None:
 
 def test_finished_children_are_told_and_free_their_slots() -> None:
     children = {
-        0: {"phase": "Succeeded", "metrics": {"accuracy": 0.93}},
+        0: {"phase": "Succeeded", "metrics": {"valBalancedAccuracy": 0.93, "accuracy": 0.95}},
         1: {"phase": "Failed", "reason": "debug gate failed: overfitOneBatch"},
     }
     step = plan_step([trial(0), trial(1)], children, spec(), 0)

@@ -15,7 +15,9 @@ def test_the_page_says_what_to_upload_from_the_model_card(client):
         "Upload a picture of 0, 1, 2, 3, 4, 5, 6, 7, 8 or 9 (10 classes): PNG or JPEG, up to 32 MB each. "
         "The model sees it at 16\u00d716 pixels and answers with its 5 likeliest classes."
     ) in page
-    config = json.loads(re.search(r'<script id="config" type="application/json">(.*?)</script>', page).group(1))
+    config = json.loads(
+        re.search(r'<script id="config" type="application/json">(.*?)</script>', page).group(1)
+    )
     assert config == {
         "model": MODEL_NAME,
         "formats": ["PNG", "JPEG"],
@@ -32,7 +34,10 @@ def test_long_class_lists_and_limits_read_plainly():
     assert class_list(["cat", "dog", "fox"]) == "cat, dog or fox"
     assert class_list([f"c{i}" for i in range(20)]).endswith("c10, c11 and 8 more")
     assert [human_bytes(n) for n in (512, 1536, 32 * 1024 * 1024, 3 * 1024**3)] == [
-        "512 bytes", "1.5 KB", "32 MB", "3 GB"
+        "512 bytes",
+        "1.5 KB",
+        "32 MB",
+        "3 GB",
     ]
 
 

@@ -73,7 +73,9 @@ def wait_for(driver, condition, seconds: float = 15):
 
 
 def cards(driver) -> dict[str, str]:
-    return {card.get_attribute("data-file"): card.text for card in driver.find_elements(By.CSS_SELECTOR, ".card")}
+    return {
+        card.get_attribute("data-file"): card.text for card in driver.find_elements(By.CSS_SELECTOR, ".card")
+    }
 
 
 def settled(driver) -> bool:
@@ -87,7 +89,10 @@ def unexpected_errors(driver, expected: tuple[str, ...] = ()) -> list[str]:
 
 def test_several_files_get_one_card_each_with_a_plain_answer(browser, page_url, uploads):
     browser.get(page_url)
-    assert "Upload a picture of 0, 1, 2, 3, 4, 5, 6, 7, 8 or 9 (10 classes)" in browser.find_element(By.ID, "hint").text
+    assert (
+        "Upload a picture of 0, 1, 2, 3, 4, 5, 6, 7, 8 or 9 (10 classes)"
+        in browser.find_element(By.ID, "hint").text
+    )
     assert browser.find_element(By.CSS_SELECTOR, "#results").get_attribute("aria-live") == "polite"
     # A slow network, so that the waiting state can be seen.
     browser.execute_cdp_cmd("Network.enable", {})
@@ -107,7 +112,9 @@ def test_several_files_get_one_card_each_with_a_plain_answer(browser, page_url, 
     assert list(shown) == list(uploads)
     for digit in (3, 7, 0):
         name = f"digit-{digit}.png"
-        expected = httpx.post(f"{page_url}predict", files={"files": (name, uploads[name].read_bytes())}).json()
+        expected = httpx.post(
+            f"{page_url}predict", files={"files": (name, uploads[name].read_bytes())}
+        ).json()
         best = expected["predictions"][0]
         text = shown[name]
         headline = browser.find_element(By.CSS_SELECTOR, f'.card[data-file="{name}"] .headline').text
@@ -174,7 +181,9 @@ def test_the_page_is_usable_from_the_keyboard(browser, page_url):
     assert "Choose images or drop them here" in label.text
     outline = browser.execute_script("return getComputedStyle(arguments[0]).outlineStyle", label)
     assert outline == "solid"  # the drop zone shows that it has the focus
-    assert browser.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href").endswith("/favicon.svg")
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href").endswith("/favicon.svg")
+    )
     assert unexpected_errors(browser) == []
 
 
