@@ -192,28 +192,25 @@ def read_card(directory: Path) -> ModelCard:
     return _parse_card(document, path)
 
 
-def verify_onnx(directory: Path, copy: OnnxCopy) -> Path:
-    """The path of an ONNX copy, once its sha256 matches the card's."""
-    path = directory / copy.file
+def _verified_file(path: Path, expected_sha256: str, what: str) -> Path:
+    """`path`, once it exists and its sha256 is the one model.json names."""
     if not path.is_file():
-        raise ArtifactError(f"ONNX file {path} is missing")
+        raise ArtifactError(f"{what} {path} is missing")
     actual = sha256_of(path)
-    if actual != copy.sha256:
+    if actual != expected_sha256:
         raise ArtifactError(
-            f"checksum mismatch for {path}: model.json says sha256 {copy.sha256}, the file has {actual}"
+            f"checksum mismatch for {path}: model.json says sha256 {expected_sha256}, the file has {actual}"
         )
     return path
+
+
+def verify_onnx(directory: Path, copy: OnnxCopy) -> Path:
+    """The path of an ONNX copy, once its sha256 matches the card's."""
+    return _verified_file(directory / copy.file, copy.sha256, "ONNX file")
 
 
 def verify_artifact(directory: Path) -> VerifiedArtifact:
     """The card and the weights file, once the file's sha256 matches the card's."""
     card = read_card(directory)
-    path = directory / card.weights_file
-    if not path.is_file():
-        raise ArtifactError(f"weights file {path} is missing")
-    actual = sha256_of(path)
-    if actual != card.sha256:
-        raise ArtifactError(
-            f"checksum mismatch for {path}: model.json says sha256 {card.sha256}, the file has {actual}"
-        )
+    path = _verified_file(directory / card.weights_file, card.sha256, "weights file")
     return VerifiedArtifact(directory, card, path)
