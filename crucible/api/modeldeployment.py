@@ -12,6 +12,7 @@ from crucible.api.common import SpecModel
 from crucible.api.kube import DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, QUANTITY_PATTERN
 
 RolloutStrategy = Literal["RollingUpdate", "Canary"]
+ServingBackend = Literal["auto", "torch", "onnxruntime"]
 # Go-style durations as Argo Rollouts and kubectl write them: 30s, 5m, 1h30m.
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 METRIC_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -182,6 +183,18 @@ class ServerSpec(SpecModel):
         le=1_000_000,
         description="Most images waiting for the model in one replica; beyond it requests get 503 with "
         "Retry-After at once (shed load rather than answer late).",
+    )
+    backend: ServingBackend = Field(
+        "auto",
+        description="What runs the forward pass (`crucible serve --backend`). auto: ONNX Runtime when the "
+        "model card marks the ONNX copy verified against PyTorch at export, else PyTorch; torch or "
+        "onnxruntime force one (onnxruntime refuses to start a model whose ONNX check failed).",
+    )
+    quantize: Literal["int8"] | None = Field(
+        None,
+        description="Serve the dynamically quantized int8 copy (`crucible serve --quantize int8`). The "
+        "server refuses it unless the card records its held-out accuracy drop within the training run's "
+        "serve.maxAccuracyDrop.",
     )
 
 

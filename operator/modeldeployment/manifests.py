@@ -37,6 +37,9 @@ def server_command(plan: ServingPlan) -> list[str]:
         str(server.max_queue_images),
         "--device",
         plan.pod.device,
+        "--backend",
+        server.backend,
+        *(["--quantize", server.quantize] if server.quantize else []),
     ]
 
 

@@ -171,7 +171,17 @@ def test_server_on_gpu_pool() -> None:
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert pod["containers"][0]["command"][-1] == "cuda"
+    command = pod["containers"][0]["command"]
+    assert command[command.index("--device") + 1] == "cuda"
+
+
+def test_server_backend_and_quantization_reach_the_command() -> None:
+    deployment, _, _ = serving_manifests({"server": {"backend": "onnxruntime", "quantize": "int8"}})
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--backend") :] == ["--backend", "onnxruntime", "--quantize", "int8"]
+    default, _, _ = serving_manifests({})
+    command = default["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--backend") + 1] == "auto" and "--quantize" not in command
 
 
 def test_configured_pools_replace_the_defaults() -> None:
