@@ -12,3 +12,8 @@ if [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -x ../shared/envtest/unpack.sh ]; then
 fi
 "$VENV/bin/ruff" check .
 "$VENV/bin/python" -m pytest "$@"
+# CI sets CRUCIBLE_SLOW_TESTS=1 to run the slow tests too, in a second pass: end-to-end loops on the
+# real control plane and container image builds (pyproject.toml leaves them out of the default run).
+if [ "${CRUCIBLE_SLOW_TESTS:-0}" = 1 ] && [ $# -eq 0 ]; then
+  "$VENV/bin/python" -m pytest -m slow
+fi
