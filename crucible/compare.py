@@ -11,6 +11,7 @@ them for promotion; `load_run` and `render` are the thin I/O and display layer f
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -116,6 +117,11 @@ def mcnemar(labels: Sequence[int], predictions_a: Sequence[int], predictions_b: 
         )
     right_a = [p == y for p, y in zip(predictions_a, labels, strict=True)]
     right_b = [p == y for p, y in zip(predictions_b, labels, strict=True)]
+    return mcnemar_of_outcomes(right_a, right_b)
+
+
+def mcnemar_of_outcomes(right_a: Sequence[bool], right_b: Sequence[bool]) -> McNemar:
+    """McNemar's exact test from which images each model got right (the same images, in the same order)."""
     b = sum(1 for x, y in zip(right_a, right_b, strict=True) if x and not y)
     c = sum(1 for x, y in zip(right_a, right_b, strict=True) if y and not x)
     n = b + c
@@ -123,6 +129,62 @@ def mcnemar(labels: Sequence[int], predictions_a: Sequence[int], predictions_b: 
         return McNemar(b, c, 1.0)
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
     return McNemar(b, c, min(1.0, 2 * tail))
+
+
+# Held-out outcomes: which held-out images the exported model got right, one bit per image in the
+# split's order, base64. Runs with the same held-out fingerprint list the same images in the same order,
+# so two bitsets pair up image by image: McNemar's test needs nothing else, and it fits a TrainingRun's
+# status (360 images: 60 characters). Larger splits keep every stride-th image, at most
+# MAX_OUTCOME_IMAGES of them: the test then runs on that fixed sample (the same images for every run of
+# the split), which costs power but not validity.
+MAX_OUTCOME_IMAGES = 4800
+
+
+def encode_outcomes(
+    labels: Sequence[int], predictions: Sequence[int], limit: int = MAX_OUTCOME_IMAGES
+) -> dict[str, int | str]:
+    """{images, stride, bits}: `images` is the held-out split's size, `bits` covers images 0, stride, ..."""
+    if len(labels) != len(predictions):
+        raise ValueError(f"outcomes: {len(labels)} labels but {len(predictions)} predictions")
+    stride = max(1, math.ceil(len(labels) / limit))
+    right = [predictions[i] == labels[i] for i in range(0, len(labels), stride)]
+    packed = bytearray((len(right) + 7) // 8)
+    for index, bit in enumerate(right):
+        if bit:
+            packed[index // 8] |= 0x80 >> (index % 8)
+    return {"images": len(labels), "stride": stride, "bits": base64.b64encode(bytes(packed)).decode()}
+
+
+def decode_outcomes(outcomes: dict) -> list[bool]:
+    """The sampled images' right/wrong bits of an `encode_outcomes` document."""
+    images, stride = int(outcomes["images"]), int(outcomes["stride"])
+    count = len(range(0, images, stride))
+    packed = base64.b64decode(outcomes["bits"])
+    if len(packed) != (count + 7) // 8:
+        raise ValueError(f"outcomes: {len(packed)} bytes of bits for {count} images")
+    return [bool(packed[i // 8] & (0x80 >> (i % 8))) for i in range(count)]
+
+
+def outcome_test(first: dict | None, second: dict | None) -> McNemar:
+    """McNemar's exact test from two runs' held-out outcomes (e.g. from two TrainingRuns' statuses);
+    NotComparable when either has none or they cover different images."""
+    if not first or not second:
+        raise NotComparable("no held-out outcomes to test (a run from before they were recorded)")
+    shape = ("images", "stride")
+    if any(first.get(key) != second.get(key) for key in shape):
+        raise NotComparable(
+            f"held-out outcomes cover different images ({first.get('images')} images, stride "
+            f"{first.get('stride')} vs {second.get('images')} images, stride {second.get('stride')})"
+        )
+    try:
+        return mcnemar_of_outcomes(decode_outcomes(first), decode_outcomes(second))
+    except (KeyError, TypeError, ValueError) as error:
+        raise NotComparable(f"unreadable held-out outcomes: {error}") from None
+
+
+def images_tested(outcomes: dict) -> int:
+    """How many images an outcome test covers (the whole split, or its stride sample)."""
+    return len(range(0, int(outcomes["images"]), int(outcomes["stride"])))
 
 
 @dataclass

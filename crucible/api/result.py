@@ -58,6 +58,12 @@ class TrainResult(BaseModel):
     # What the run was trained and judged on (dataset, classes, heldOut: short digests), so two runs'
     # comparability can be decided from their results alone (crucible.compare.fingerprint_problems).
     fingerprints: dict[str, str] | None = None
+    # Which held-out images the exported model got right (crucible.compare.encode_outcomes: images,
+    # stride, bits), so a promotion can test significance from two runs' statuses alone.
+    outcomes: dict[str, int | str] | None = None
+    # The held-out evaluation in short (classes, per-class precision/recall/f1/support, confusion matrix,
+    # the final fit's learning curves), for pages that cannot read the artifact's report.
+    evaluation: dict[str, Any] | None = None
 
     @property
     def gates_passed(self) -> bool:
@@ -69,8 +75,10 @@ class TrainResult(BaseModel):
         text = json.dumps(document, separators=(",", ":"))
         if len(text) <= limit:
             return text
-        # Too long (many folds, long file names, a long reason): drop per-fold scores, then the names of
-        # skipped files and folders (their counts stay; result.json keeps them), then shorten the reason.
+        # Too long (many folds, long file names, many classes, a long reason): drop per-fold scores, then
+        # the names of skipped files and folders (their counts stay; result.json keeps them), then the
+        # evaluation summary and the outcomes (model.json and predictions.json keep them), then shorten
+        # the reason.
         for gate in document.get("gates", {}).values():
             gate.pop("folds", None)
         text = json.dumps(document, separators=(",", ":"))
@@ -79,6 +87,15 @@ class TrainResult(BaseModel):
             dataset.pop("badFileExamples", None)
             if isinstance(dataset.get("ignoredFolders"), dict):
                 dataset["ignoredFolders"].pop("names", None)
+            text = json.dumps(document, separators=(",", ":"))
+        # Then the display-only evaluation (curves first), then the outcomes a promotion may need.
+        for path in (("evaluation", "curves"), ("evaluation",), ("outcomes",)):
+            if len(text) <= limit:
+                break
+            holder = document
+            for key in path[:-1]:
+                holder = holder.get(key) or {}
+            holder.pop(path[-1], None)
             text = json.dumps(document, separators=(",", ":"))
         if len(text) > limit:
             excess = len(text) - limit + 3

@@ -245,6 +245,8 @@ def finished_status(
         or None,
         metrics=dict(result.metrics) or None,
         fingerprints=dict(result.fingerprints or {}) or None,
+        outcomes=result.outcomes or None,
+        evaluation=result.evaluation or None,
         artifact=ArtifactStatus(uri=result.artifact.uri, sha256=result.artifact.sha256)
         if result.artifact and result.phase == "Succeeded"
         else None,
