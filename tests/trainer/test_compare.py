@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from crucible.cli import main
 from crucible.api.result import TrainResult
+from crucible.cli import main
 from crucible.compare import (
     NotComparable,
     comparability_problems,
