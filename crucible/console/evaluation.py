@@ -73,7 +73,7 @@ def per_class_section(runs: list[dict], names: list[str]) -> str:
             cells.append(f'<div class="figures">{"".join(lines)}</div>')
         support = (tables[0].get(name) or {}).get("support")
         rows.append([f'{e(name)}<br><small class="muted">{number(support)} images</small>', *cells])
-    return table(["Class", *names], rows, cls="compare per-class")
+    return table(["Class", *names], rows, cls="compare per-class stack")
 
 
 def significance_section(runs: list[dict], alpha: float = DEFAULT_ALPHA) -> str:
