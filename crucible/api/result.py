@@ -75,28 +75,31 @@ class TrainResult(BaseModel):
         text = json.dumps(document, separators=(",", ":"))
         if len(text) <= limit:
             return text
-        # Too long (many folds, long file names, many classes, a long reason): drop per-fold scores, then
-        # the names of skipped files and folders (their counts stay; result.json keeps them), then the
-        # evaluation summary and the outcomes (model.json and predictions.json keep them), then shorten
-        # the reason.
-        for gate in document.get("gates", {}).values():
-            gate.pop("folds", None)
-        text = json.dumps(document, separators=(",", ":"))
-        dataset = document.get("dataset")
-        if len(text) > limit and isinstance(dataset, dict):
-            dataset.pop("badFileExamples", None)
-            if isinstance(dataset.get("ignoredFolders"), dict):
-                dataset["ignoredFolders"].pop("names", None)
-            text = json.dumps(document, separators=(",", ":"))
-        # Then the display-only evaluation (curves first), then the outcomes a promotion may need.
-        for path in (("evaluation", "curves"), ("evaluation",), ("outcomes",)):
-            if len(text) <= limit:
-                break
+
+        # Too long (many classes or epochs, many folds, long file names, a long reason): drop what only
+        # pages draw (the final fit's curves, then the evaluation summary; model.json keeps it all), then
+        # per-fold scores, then the names of skipped files and folders (their counts stay), then the
+        # outcome bits a promotion's significance test needs (predictions.json keeps them), and last
+        # shorten the reason. result.json is written from this same document.
+        def drop(*path: str) -> str:
             holder = document
             for key in path[:-1]:
-                holder = holder.get(key) or {}
+                holder = holder.get(key) if isinstance(holder.get(key), dict) else {}
             holder.pop(path[-1], None)
+            return json.dumps(document, separators=(",", ":"))
+
+        for path in (("evaluation", "curves"), ("evaluation",)):
+            if len(text) > limit:
+                text = drop(*path)
+        if len(text) > limit:
+            for gate in document.get("gates", {}).values():
+                gate.pop("folds", None)
             text = json.dumps(document, separators=(",", ":"))
+        if len(text) > limit:
+            drop("dataset", "badFileExamples")
+            text = drop("dataset", "ignoredFolders", "names")
+        if len(text) > limit:
+            text = drop("outcomes")
         if len(text) > limit:
             excess = len(text) - limit + 3
             document["reason"] = (

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from crucible.api.result import TrainResult
+from crucible.api.result import GateReport, TrainResult
 from crucible.cli import main
 from crucible.compare import (
     NotComparable,
@@ -61,10 +61,11 @@ def test_outcome_test_is_mcnemar_on_the_bits():
         outcome_test(None, encode_outcomes(labels, a))
 
 
-def test_the_termination_message_drops_the_summary_before_the_outcomes():
+def test_the_termination_message_drops_the_summary_before_folds_and_outcomes():
     classes = [f"class-{i:03d}" for i in range(40)]
     result = TrainResult(
         phase="Succeeded",
+        gates={"crossValidation": GateReport(passed=True, folds=[0.9, 0.91, 0.92], mean=0.91, std=0.01)},
         outcomes=encode_outcomes([0] * 360, [0] * 360),
         evaluation={"classes": classes, "f1": [0.5] * 40, "confusion": [[1] * 40] * 40},
     )
@@ -72,6 +73,7 @@ def test_the_termination_message_drops_the_summary_before_the_outcomes():
     assert len(text) <= 4096
     document = json.loads(text)
     assert "evaluation" not in document and document["outcomes"]["images"] == 360
+    assert document["gates"]["crossValidation"]["folds"] == [0.9, 0.91, 0.92]
 
 
 def test_cards_on_other_data_classes_or_held_out_splits_are_not_comparable():
