@@ -8,6 +8,7 @@ exported model."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -457,7 +458,8 @@ def _evaluation_summary(held_report: Report, classes: list[str], history: list[d
     curves = {
         key: [round(float(entry[key]), 4) for entry in history]
         for key in CURVES
-        if history and all(key in entry for entry in history)
+        # A curve with a non-finite point is left out: status lists cannot hold null.
+        if history and all(key in entry and math.isfinite(entry[key]) for entry in history)
     }
     summary = {
         "classes": list(classes),

@@ -94,6 +94,9 @@ class ArtifactStatus(StatusModel):
 class HeldOutOutcomes(StatusModel):
     """One bit per held-out image, in the split's order: did the exported model get it right."""
 
+    # A newer trainer may add figures: kept out of status rather than refused.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
     images: int = Field(..., ge=0, description="Images in the held-out split.")
     stride: int = Field(1, ge=1, description="The bits cover images 0, stride, 2 x stride, ... of the split.")
     bits: str = Field(..., max_length=4096, description="The bits, packed high bit first, base64.")
@@ -101,6 +104,9 @@ class HeldOutOutcomes(StatusModel):
 
 class LearningCurves(StatusModel):
     """The final fit, epoch by epoch."""
+
+    # A newer trainer may add figures: kept out of status rather than refused.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     epoch: list[int] = Field(default_factory=list, description="Epoch numbers.")
     train_loss: list[float] | None = Field(None, description="Training loss per epoch.")
@@ -111,6 +117,9 @@ class LearningCurves(StatusModel):
 
 class EvaluationSummary(StatusModel):
     """The exported model on the held-out split (model.json has the full report)."""
+
+    # A newer trainer may add figures: kept out of status rather than refused.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     classes: list[str] = Field(default_factory=list, description="The classes, in the model's order.")
     precision: list[float] = Field(default_factory=list, description="Per class, in that order.")
