@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -265,6 +266,15 @@ def test_the_console_reads_the_cluster_with_its_read_only_role(read_only_source,
             "<title>true 7, predicted 7: ",
         ):
             assert expected in run, expected
+
+        # Compared from their statuses: fingerprints, outcome bits, per-class summary (a trial of the
+        # same data; the test kubelet's copy of the same model, so nothing differs).
+        both = http.get(f"/compare?run={namespace}/digits-a&run={namespace}/search-trial-000")
+        assert both.status_code == 200
+        assert (
+            "0 right only by search-trial-000, 0 right only by digits-a; <strong>p = 1</strong>" in both.text
+        )
+        assert re.search(r'<abbr>F1</abbr> [\d.]+ <span class="delta same">\(0\)</span>', both.text)
 
         job = http.get(f"/tuningjobs/{namespace}/search", headers={"X-Console-Fragment": "main"})
         assert job.headers["X-Console-Live"] == "true"
