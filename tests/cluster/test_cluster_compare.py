@@ -75,6 +75,11 @@ def test_compare_by_name_refuses_runs_on_other_classes(
     assert f"are not comparable: class lists differ ({'c' * 16} vs {'e' * 16})" in capsys.readouterr().err
     assert main(["compare", *where, "three", "missing"]) == 2
     assert f"TrainingRun {namespace}/missing not found" in capsys.readouterr().err
+    create_run(kube_api, namespace, "stopped", {"phase": "Failed", "reason": "baseline gate failed"})
+    assert main(["compare", *where, "three", "stopped"]) == 2
+    assert "TrainingRun stopped is Failed; only runs that exported a model can be compared" in (
+        capsys.readouterr().err
+    )
 
 
 def artifact(directory: Path, name: str, predictions: list[int]) -> str:
