@@ -91,6 +91,16 @@ def _compare_on_cluster(args: argparse.Namespace):
     return compare_runs(run_a, run_b)
 
 
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a level between 0 and 1 (exclusive), such as 0.05")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crucible",
@@ -136,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--kubeconfig", help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
     compare.add_argument("--context", help="The kubeconfig context (default: the current one).")
     compare.add_argument(
-        "--alpha", type=float, default=0.05, help="Significance level of the test (default 0.05)."
+        "--alpha", type=_alpha, default=0.05, help="Significance level of the test (default 0.05)."
     )
     compare.set_defaults(handler=_cmd_compare)
 

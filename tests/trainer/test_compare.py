@@ -147,3 +147,10 @@ def test_compare_refuses_runs_with_different_class_lists(digits_artifact, tmp_pa
 def test_compare_refuses_a_directory_without_a_model(tmp_path, capsys):
     assert main(["compare", str(tmp_path), str(tmp_path)]) == 2
     assert "no model.json; only runs that exported a model can be compared" in capsys.readouterr().err
+
+
+def test_compare_refuses_an_alpha_outside_zero_to_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", str(tmp_path), str(tmp_path), "--alpha", "5"])
+    assert stopped.value.code == 2
+    assert "argument --alpha: '5' is not a level between 0 and 1 (exclusive)" in capsys.readouterr().err
