@@ -174,3 +174,13 @@ def test_significance_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="alpha"):
         PromotionSpec.model_validate({"requireSignificance": True, "alpha": 1.5})
     assert PromotionSpec.model_validate({"requireSignificance": True}).alpha == 0.05
+
+
+def test_require_significance_refuses_a_candidate_that_gets_fewer_images_right() -> None:
+    current = encode_outcomes([1] * 100, [1] * 80 + [0] * 20)
+    # Better on its metric (balanced accuracy, say) but right on fewer held-out images than current.
+    fewer = run_with_outcomes("fewer", 0.95, list(range(70)))
+    choice = choose([fewer], "current", 0.80, SIGNIFICANT, PLATFORM, (), None, current)
+    assert choice.reason == "NotSignificant"
+    assert choice.message.startswith("fewer is not better than current on the held-out images (")
+    assert "0 right only by fewer, 10 right only by current" in choice.message
