@@ -55,16 +55,50 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from crucible.compare import NotComparable, RunUnreadable, compare, load_run, render
 
+    on_cluster = args.namespace or args.kubeconfig or args.context
+    local = [Path(run).exists() for run in (args.run_a, args.run_b)]
+    if not on_cluster and any(local) and not all(local):
+        missing = args.run_b if local[0] else args.run_a
+        print(f"error: {missing}: no such run directory", file=sys.stderr)
+        return EXIT_INVALID
     try:
-        comparison = compare(load_run(Path(args.run_a)), load_run(Path(args.run_b)))
-    except RunUnreadable as error:
+        if on_cluster or not any(local):
+            comparison = _compare_on_cluster(args)
+        else:
+            comparison = compare(load_run(Path(args.run_a)), load_run(Path(args.run_b)))
+    except (RunUnreadable, LookupError, ValueError) as error:
+        if isinstance(error, NotComparable):
+            print(f"error: {args.run_a} and {args.run_b} are {error}", file=sys.stderr)
+            return EXIT_NOT_COMPARABLE
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except NotComparable as error:
-        print(f"error: {args.run_a} and {args.run_b} are {error}", file=sys.stderr)
-        return EXIT_NOT_COMPARABLE
     print(render(comparison, args.alpha))
     return 0
+
+
+def _compare_on_cluster(args: argparse.Namespace):
+    from crucible.compare_cluster import compare_runs, read_runs
+
+    names = [args.run_a, args.run_b]
+    try:
+        run_a, run_b = read_runs(names, args.namespace, args.kubeconfig, args.context)
+    except (LookupError, ValueError) as error:
+        if args.namespace or args.kubeconfig or args.context:
+            raise
+        raise ValueError(
+            f"{' and '.join(names)} are not run directories here, nor TrainingRuns: {error}"
+        ) from None
+    return compare_runs(run_a, run_b)
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a level between 0 and 1 (exclusive), such as 0.05")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,13 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
-        help="Compare two exported runs side by side, with McNemar's exact test on their held-out "
-        "predictions. Refuses runs on different data, classes or held-out splits.",
+        help="Compare two exported runs side by side (run directories, or TrainingRuns by name on a "
+        "cluster), with McNemar's exact test on their held-out predictions. Refuses runs on different "
+        "data, classes or held-out splits.",
     )
-    compare.add_argument("run_a", metavar="RUN_DIR", help="A run's output directory (holding model.json).")
-    compare.add_argument("run_b", metavar="RUN_DIR", help="The run to compare it with.")
     compare.add_argument(
-        "--alpha", type=float, default=0.05, help="Significance level of the test (default 0.05)."
+        "run_a",
+        metavar="RUN",
+        help="A run's output directory (holding model.json), or a TrainingRun's name on the cluster.",
+    )
+    compare.add_argument("run_b", metavar="RUN", help="The run to compare it with.")
+    compare.add_argument(
+        "--namespace",
+        "-n",
+        help="Compare TrainingRuns of this namespace by name (default: the kubeconfig context's). Their "
+        "artifacts are read where reachable from here, else their statuses are compared.",
+    )
+    compare.add_argument("--kubeconfig", help="The kubeconfig (default: $KUBECONFIG, ~/.kube/config).")
+    compare.add_argument("--context", help="The kubeconfig context (default: the current one).")
+    compare.add_argument(
+        "--alpha", type=_alpha, default=0.05, help="Significance level of the test (default 0.05)."
     )
     compare.set_defaults(handler=_cmd_compare)
 

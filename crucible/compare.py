@@ -11,6 +11,7 @@ them for promotion; `load_run` and `render` are the thin I/O and display layer f
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -33,6 +34,8 @@ TABLE_METRICS = (
     "baselineLift",
     "valBalancedAccuracy",
 )
+# Per-class rows of the table, each class's figure for both runs and the difference.
+PER_CLASS_ROWS = ("f1", "recall")
 
 
 class NotComparable(ValueError):
@@ -116,6 +119,11 @@ def mcnemar(labels: Sequence[int], predictions_a: Sequence[int], predictions_b: 
         )
     right_a = [p == y for p, y in zip(predictions_a, labels, strict=True)]
     right_b = [p == y for p, y in zip(predictions_b, labels, strict=True)]
+    return mcnemar_of_outcomes(right_a, right_b)
+
+
+def mcnemar_of_outcomes(right_a: Sequence[bool], right_b: Sequence[bool]) -> McNemar:
+    """McNemar's exact test from which images each model got right (the same images, in the same order)."""
     b = sum(1 for x, y in zip(right_a, right_b, strict=True) if x and not y)
     c = sum(1 for x, y in zip(right_a, right_b, strict=True) if y and not x)
     n = b + c
@@ -125,12 +133,69 @@ def mcnemar(labels: Sequence[int], predictions_a: Sequence[int], predictions_b: 
     return McNemar(b, c, min(1.0, 2 * tail))
 
 
+# Held-out outcomes: which held-out images the exported model got right, one bit per image in the
+# split's order, base64. Runs with the same held-out fingerprint list the same images in the same order,
+# so two bitsets pair up image by image: McNemar's test needs nothing else, and it fits a TrainingRun's
+# status (360 images: 60 characters). Larger splits keep every stride-th image, at most
+# MAX_OUTCOME_IMAGES of them: the test then runs on that fixed sample (the same images for every run of
+# the split), which costs power but not validity.
+MAX_OUTCOME_IMAGES = 4800
+
+
+def encode_outcomes(
+    labels: Sequence[int], predictions: Sequence[int], limit: int = MAX_OUTCOME_IMAGES
+) -> dict[str, int | str]:
+    """{images, stride, bits}: `images` is the held-out split's size, `bits` covers images 0, stride, ..."""
+    if len(labels) != len(predictions):
+        raise ValueError(f"outcomes: {len(labels)} labels but {len(predictions)} predictions")
+    stride = max(1, math.ceil(len(labels) / limit))
+    right = [predictions[i] == labels[i] for i in range(0, len(labels), stride)]
+    packed = bytearray((len(right) + 7) // 8)
+    for index, bit in enumerate(right):
+        if bit:
+            packed[index // 8] |= 0x80 >> (index % 8)
+    return {"images": len(labels), "stride": stride, "bits": base64.b64encode(bytes(packed)).decode()}
+
+
+def decode_outcomes(outcomes: dict) -> list[bool]:
+    """The sampled images' right/wrong bits of an `encode_outcomes` document."""
+    images, stride = int(outcomes["images"]), int(outcomes["stride"])
+    count = len(range(0, images, stride))
+    packed = base64.b64decode(outcomes["bits"])
+    if len(packed) != (count + 7) // 8:
+        raise ValueError(f"outcomes: {len(packed)} bytes of bits for {count} images")
+    return [bool(packed[i // 8] & (0x80 >> (i % 8))) for i in range(count)]
+
+
+def outcome_test(first: dict | None, second: dict | None) -> McNemar:
+    """McNemar's exact test from two runs' held-out outcomes (e.g. from two TrainingRuns' statuses);
+    NotComparable when either has none or they cover different images."""
+    if not first or not second:
+        raise NotComparable("no held-out outcomes to test (a run from before they were recorded)")
+    shape = ("images", "stride")
+    if any(first.get(key) != second.get(key) for key in shape):
+        raise NotComparable(
+            f"held-out outcomes cover different images ({first.get('images')} images, stride "
+            f"{first.get('stride')} vs {second.get('images')} images, stride {second.get('stride')})"
+        )
+    try:
+        return mcnemar_of_outcomes(decode_outcomes(first), decode_outcomes(second))
+    except (KeyError, TypeError, ValueError) as error:
+        raise NotComparable(f"unreadable held-out outcomes: {error}") from None
+
+
+def images_tested(outcomes: dict) -> int:
+    """How many images an outcome test covers (the whole split, or its stride sample)."""
+    return len(range(0, int(outcomes["images"]), int(outcomes["stride"])))
+
+
 @dataclass
 class RunRecord:
-    path: Path
+    path: Path | None
     card: dict
     result: dict
     predictions: dict
+    outcomes: dict | None = None  # held-out outcome bits, where the predictions are not at hand
 
 
 def load_run(run_dir: Path) -> RunRecord:
@@ -147,11 +212,38 @@ def load_run(run_dir: Path) -> RunRecord:
     return RunRecord(run_dir, card, result, json.loads(predictions_path.read_text()))
 
 
+def record_from_status(run: dict) -> RunRecord:
+    """What a TrainingRun's status says of its model, shaped as a run directory's record: metrics,
+    gates, per-class figures (status.evaluation) and the held-out outcome bits, without predictions."""
+    name = run["metadata"]["name"]
+    status = run.get("status") or {}
+    if status.get("phase") != "Succeeded":
+        raise RunUnreadable(
+            f"TrainingRun {name} is {status.get('phase') or 'Pending'}; only runs that "
+            "exported a model can be compared"
+        )
+    summary = status.get("evaluation") or {}
+    classes = summary.get("classes") or []
+    per_class = {
+        label: {key: summary[key][i] for key in ("precision", "recall", "f1", "support") if key in summary}
+        for i, label in enumerate(classes)
+    }
+    card = {
+        "name": name,
+        "classes": classes,
+        "metrics": status.get("metrics") or {},
+        "evaluation": {"heldOut": {"perClass": per_class}},
+    }
+    return RunRecord(None, card, {"gates": status.get("gates") or {}}, {}, status.get("outcomes"))
+
+
 @dataclass
 class Comparison:
     a: RunRecord
     b: RunRecord
     test: McNemar
+    images: int  # how many shared held-out images the test ran on
+    note: str = ""  # where the figures come from, when not from both artifacts
 
 
 def compare(a: RunRecord, b: RunRecord) -> Comparison:
@@ -159,9 +251,28 @@ def compare(a: RunRecord, b: RunRecord) -> Comparison:
     require_comparable(a.card, b.card)
     if a.predictions["labels"] != b.predictions["labels"]:
         raise NotComparable("not comparable: the held-out labels differ in order or value")
+    labels = a.predictions["labels"]
     return Comparison(
-        a, b, mcnemar(a.predictions["labels"], a.predictions["predictions"], b.predictions["predictions"])
+        a, b, mcnemar(labels, a.predictions["predictions"], b.predictions["predictions"]), len(labels)
     )
+
+
+def compare_statuses(run_a: dict, run_b: dict, note: str = "") -> Comparison:
+    """The same comparison from two TrainingRuns' statuses (fingerprints, outcome bits, the evaluation
+    summary), for runs whose artifacts are not reachable from here."""
+    a, b = record_from_status(run_a), record_from_status(run_b)
+    fingerprints = [(run.get("status") or {}).get("fingerprints") for run in (run_a, run_b)]
+    for run, prints in zip((run_a, run_b), fingerprints, strict=True):
+        if not prints:
+            raise NotComparable(
+                f"not comparable: TrainingRun {run['metadata']['name']} has no status.fingerprints (a run "
+                "from before they were recorded), so what it was trained and judged on is unknown"
+            )
+    problems = fingerprint_problems(fingerprints[0], fingerprints[1])
+    if problems:
+        raise NotComparable("not comparable: " + "; ".join(problems))
+    test = outcome_test(a.outcomes, b.outcomes)
+    return Comparison(a, b, test, images_tested(a.outcomes or {}), note)
 
 
 def _cell(value) -> str:
@@ -201,16 +312,20 @@ def render(comparison: Comparison, alpha: float = DEFAULT_ALPHA) -> str:
             rows.append((name, _cell(x), _cell(y), _delta(x, y)))
     per_a = a.card.get("evaluation", {}).get("heldOut", {}).get("perClass", {})
     per_b = b.card.get("evaluation", {}).get("heldOut", {}).get("perClass", {})
-    for name in a.card.get("classes", []):
-        x, y = per_a.get(name, {}).get("f1"), per_b.get(name, {}).get("f1")
-        rows.append((f"f1 '{name}'", _cell(x), _cell(y), _delta(x, y)))
+    for key in PER_CLASS_ROWS:
+        for name in a.card.get("classes", []):
+            x, y = per_a.get(name, {}).get(key), per_b.get(name, {}).get(key)
+            if x is not None or y is not None:
+                rows.append((f"{key} '{name}'", _cell(x), _cell(y), _delta(x, y)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    if comparison.note:
+        lines = [comparison.note, "", *lines]
     test = comparison.test
     verdict = "significant" if test.significant(alpha) else "not significant"
     lines += [
         "",
-        f"McNemar's exact test on {len(a.predictions['labels'])} shared held-out images: "
+        f"McNemar's exact test on {comparison.images} shared held-out images: "
         f"{test.only_a_right} right only by {a.card.get('name', 'A')}, {test.only_b_right} right only by "
         f"{b.card.get('name', 'B')}; p-value {test.p_value:.4g} ({verdict} at alpha {alpha:g})",
     ]

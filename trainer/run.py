@@ -8,6 +8,7 @@ exported model."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import torch
 
 from crucible.api.result import Artifact, GateReport, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
-from crucible.compare import fingerprints_of
+from crucible.compare import encode_outcomes, fingerprints_of
 from crucible.resources import available_cpus
 from crucible.trainer import baselines, data_checks, export, onnx_export
 from crucible.trainer.checkpoint import Checkpoint, run_key
@@ -48,6 +49,7 @@ from crucible.trainer.gates import (
     test_sets_gate,
 )
 from crucible.trainer.imaging import BACKGROUND
+from crucible.trainer.metrics import Report
 from crucible.trainer.models import build_model
 from crucible.trainer.pipeline import Normalization, Pipeline, uses_augmentation
 from crucible.trainer.progress import Reporter, SilentReporter
@@ -439,7 +441,35 @@ def _run_stages(
         metrics=metrics,
         artifact=Artifact(uri=uri, sha256=sha256),
         fingerprints=fingerprints_of(card),
+        outcomes=encode_outcomes(held_out.labels, held_out.predictions),
+        evaluation=_evaluation_summary(held_report, data.classes, progress.history),
     )
+
+
+CURVES = ("trainLoss", "trainAccuracy", "valLoss", "valAccuracy")
+
+
+def _evaluation_summary(held_report: Report, classes: list[str], history: list[dict]) -> dict:
+    """The held-out evaluation in short, for the result and the TrainingRun's status (4 digits)."""
+    per_class = {
+        key: [round(float(value), 4) for value in held_report.per_class[key]]
+        for key in ("precision", "recall", "f1")
+    }
+    curves = {
+        key: [round(float(entry[key]), 4) for entry in history]
+        for key in CURVES
+        # A curve with a non-finite point is left out: status lists cannot hold null.
+        if history and all(key in entry and math.isfinite(entry[key]) for entry in history)
+    }
+    summary = {
+        "classes": list(classes),
+        **per_class,
+        "support": [int(value) for value in held_report.per_class["support"]],
+        "confusion": held_report.confusion.tolist(),
+    }
+    if curves:
+        summary["curves"] = {"epoch": [int(entry["epoch"]) for entry in history], **curves}
+    return summary
 
 
 def _surveys(

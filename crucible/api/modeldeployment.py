@@ -106,6 +106,15 @@ class PromotionSpec(SpecModel):
         max_length=32,
         description="Gates a candidate must have run and passed; unset: every gate the run had must pass.",
     )
+    require_significance: bool = Field(
+        False,
+        description="Also require McNemar's exact test on the shared held-out set (from both runs' "
+        "status.outcomes) to find the candidate better than the current model with p < alpha; "
+        "otherwise the candidate waits with reason NotSignificant.",
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="The significance level of requireSignificance (default 0.05)."
+    )
 
 
 class CanaryStep(SpecModel):

@@ -58,6 +58,12 @@ class TrainResult(BaseModel):
     # What the run was trained and judged on (dataset, classes, heldOut: short digests), so two runs'
     # comparability can be decided from their results alone (crucible.compare.fingerprint_problems).
     fingerprints: dict[str, str] | None = None
+    # Which held-out images the exported model got right (crucible.compare.encode_outcomes: images,
+    # stride, bits), so a promotion can test significance from two runs' statuses alone.
+    outcomes: dict[str, int | str] | None = None
+    # The held-out evaluation in short (classes, per-class precision/recall/f1/support, confusion matrix,
+    # the final fit's learning curves), for pages that cannot read the artifact's report.
+    evaluation: dict[str, Any] | None = None
 
     @property
     def gates_passed(self) -> bool:
@@ -69,17 +75,31 @@ class TrainResult(BaseModel):
         text = json.dumps(document, separators=(",", ":"))
         if len(text) <= limit:
             return text
-        # Too long (many folds, long file names, a long reason): drop per-fold scores, then the names of
-        # skipped files and folders (their counts stay; result.json keeps them), then shorten the reason.
-        for gate in document.get("gates", {}).values():
-            gate.pop("folds", None)
-        text = json.dumps(document, separators=(",", ":"))
-        dataset = document.get("dataset")
-        if len(text) > limit and isinstance(dataset, dict):
-            dataset.pop("badFileExamples", None)
-            if isinstance(dataset.get("ignoredFolders"), dict):
-                dataset["ignoredFolders"].pop("names", None)
+
+        # Too long (many classes or epochs, many folds, long file names, a long reason): drop what only
+        # pages draw (the final fit's curves, then the evaluation summary; model.json keeps it all), then
+        # per-fold scores, then the names of skipped files and folders (their counts stay), then the
+        # outcome bits a promotion's significance test needs (predictions.json keeps them), and last
+        # shorten the reason. result.json is written from this same document.
+        def drop(*path: str) -> str:
+            holder = document
+            for key in path[:-1]:
+                holder = holder.get(key) if isinstance(holder.get(key), dict) else {}
+            holder.pop(path[-1], None)
+            return json.dumps(document, separators=(",", ":"))
+
+        for path in (("evaluation", "curves"), ("evaluation",)):
+            if len(text) > limit:
+                text = drop(*path)
+        if len(text) > limit:
+            for gate in document.get("gates", {}).values():
+                gate.pop("folds", None)
             text = json.dumps(document, separators=(",", ":"))
+        if len(text) > limit:
+            drop("dataset", "badFileExamples")
+            text = drop("dataset", "ignoredFolders", "names")
+        if len(text) > limit:
+            text = drop("outcomes")
         if len(text) > limit:
             excess = len(text) - limit + 3
             document["reason"] = (

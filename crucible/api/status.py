@@ -91,6 +91,47 @@ class ArtifactStatus(StatusModel):
     sha256: str = Field(..., description="sha256 of the weights file, checked by the server on load.")
 
 
+class HeldOutOutcomes(StatusModel):
+    """One bit per held-out image, in the split's order: did the exported model get it right."""
+
+    # A newer trainer may add figures: kept out of status rather than refused.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    images: int = Field(..., ge=0, description="Images in the held-out split.")
+    stride: int = Field(1, ge=1, description="The bits cover images 0, stride, 2 x stride, ... of the split.")
+    bits: str = Field(..., max_length=4096, description="The bits, packed high bit first, base64.")
+
+
+class LearningCurves(StatusModel):
+    """The final fit, epoch by epoch."""
+
+    # A newer trainer may add figures: kept out of status rather than refused.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    epoch: list[int] = Field(default_factory=list, description="Epoch numbers.")
+    train_loss: list[float] | None = Field(None, description="Training loss per epoch.")
+    train_accuracy: list[float] | None = Field(None, description="Training accuracy per epoch.")
+    val_loss: list[float] | None = Field(None, description="Validation loss per epoch.")
+    val_accuracy: list[float] | None = Field(None, description="Validation accuracy per epoch.")
+
+
+class EvaluationSummary(StatusModel):
+    """The exported model on the held-out split (model.json has the full report)."""
+
+    # A newer trainer may add figures: kept out of status rather than refused.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    classes: list[str] = Field(default_factory=list, description="The classes, in the model's order.")
+    precision: list[float] = Field(default_factory=list, description="Per class, in that order.")
+    recall: list[float] = Field(default_factory=list, description="Per class, in that order.")
+    f1: list[float] = Field(default_factory=list, description="Per class, in that order.")
+    support: list[int] = Field(default_factory=list, description="Held-out images per class.")
+    confusion: list[list[int]] = Field(
+        default_factory=list, description="Confusion matrix: rows are true classes, columns predictions."
+    )
+    curves: LearningCurves | None = Field(None, description="The final fit's learning curves.")
+
+
 class TrainingRunStatus(StatusModel):
     """What the run is doing or how it ended; written by the operator only."""
 
@@ -117,6 +158,14 @@ class TrainingRunStatus(StatusModel):
         None,
         description="Digests of what the model was trained and judged on (dataset, classes, heldOut): two "
         "runs are comparable only when all three match.",
+    )
+    outcomes: HeldOutOutcomes | None = Field(
+        None,
+        description="Which held-out images the exported model got right: what promotion's "
+        "requireSignificance tests (McNemar) against the served model's.",
+    )
+    evaluation: EvaluationSummary | None = Field(
+        None, description="The held-out evaluation in short: per-class figures, confusion matrix, curves."
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready (the model is usable) and GatesPassed."

@@ -55,7 +55,9 @@ def read_run(directory: Path, labels: dict[str, str] | None = None, running: boo
         if error.exists():
             status = {"phase": "Failed", "reason": error.read_text().strip().splitlines()[-1]}
     else:
-        status = {key: result.get(key) for key in ("phase", "reason", "gates", "metrics", "artifact")}
+        # What the operator copies from the result into a TrainingRun's status, so pages read one shape.
+        copied = ("phase", "reason", "gates", "metrics", "artifact", "fingerprints", "outcomes", "evaluation")
+        status = {key: result.get(key) for key in copied}
     created = card.get("createdAt") or _timestamp(directory.stat().st_mtime)
     return {
         "kind": "TrainingRun",

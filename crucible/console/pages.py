@@ -4,19 +4,14 @@ Everything interpolated is escaped here; charts are inline SVG (nothing is loade
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
-from html import escape
 from urllib.parse import quote, urlencode
 
-from crucible.console import views
+from crucible.console import evaluation, views
+from crucible.console.html import e, empty, table
 from crucible.console.views import number
 
 PASS, FAIL = "\u2713", "\u2717"
-
-
-def e(value: object) -> str:
-    return escape(str(value), quote=True)
 
 
 def phase_badge(phase: str | None) -> str:
@@ -67,32 +62,6 @@ def _reason(status: dict) -> str:
         return ""
     cls = "reason" if status.get("phase") == "Failed" else "muted"
     return f'<p class="{cls}">{e(status["reason"])}</p>'
-
-
-def empty(message: str) -> str:
-    return f'<p class="empty">{e(message)}</p>'
-
-
-def _plain(html_text: str) -> str:
-    return re.sub(r"<[^>]+>", "", html_text).strip()
-
-
-def table(headers: list[str], rows: list[list[str]], caption: str = "", cls: str = "") -> str:
-    """A table; each cell carries its column's name (data-label), which narrow screens show beside the
-    value when a `stack` table lays its rows out as cards."""
-    head = "".join(f'<th scope="col">{header}</th>' for header in headers)
-    labels = [e(_plain(header)) for header in headers]
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td data-label="{label}">{cell}</td>' for label, cell in zip(labels, row, strict=False))
-        + "</tr>"
-        for row in rows
-    )
-    cap = f"<caption>{e(caption)}</caption>" if caption else ""
-    return (
-        f'<div class="scroll"><table class="{cls}">{cap}<thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
 
 
 # Runs
@@ -359,7 +328,7 @@ def run_page(
         f'<img class="report" src="{e(run_href(namespace, name))}/report.png" '
         f'alt="Learning curves and confusion matrix of {e(name)}">'
         if has_report
-        else empty("No report picture: it is written beside a finished run's artifact.")
+        else evaluation.drawn_evaluation(run)
     )
     return "".join(
         [
@@ -457,8 +426,16 @@ def compare_page(runs: list[dict], refusals: list[str]) -> str:
                 shown += f' <span class="delta {cls}">({sign}{number(delta)})</span>'
             cells.append(shown)
         rows.append([e(name), *cells])
-    return '<h1>Compare runs</h1><p class="muted">Differences are from the first run.</p>' + table(
-        headers, rows, cls="compare"
+    return "".join(
+        [
+            '<h1>Compare runs</h1><p class="muted">Differences are from the first run.</p>',
+            table(headers, rows, cls="compare"),
+            "<section><h2>Significance on the shared held-out set</h2>",
+            evaluation.significance_section(runs),
+            "</section><section><h2>Per class</h2>",
+            evaluation.per_class_section(runs, names),
+            "</section>",
+        ]
     )
 
 

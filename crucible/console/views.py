@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from crucible.compare import fingerprint_problems, fingerprints_of
+
 GATE_ORDER = ("debug", "crossValidation", "overfitting")
 OPS = {"<=": "\u2264", ">=": "\u2265", "<": "<", ">": ">", "==": "="}
 SORT_KEYS = ("name", "phase", "architecture", "cv", "metric", "age")
@@ -186,11 +188,38 @@ def classes_of(run: dict) -> list[str] | None:
     return card.get("classes") or ((run.get("spec") or {}).get("dataset") or {}).get("classes") or None
 
 
+def fingerprints_of_run(run: dict) -> dict | None:
+    """The run's dataset, classes and held-out digests: from status (as the operator copies them from
+    the result), else from its model card; None for a run from before they were recorded."""
+    recorded = (run.get("status") or {}).get("fingerprints")
+    if recorded:
+        return recorded
+    card = run.get("card") or {}
+    return (
+        fingerprints_of(card) if card.get("datasetFingerprint") and card.get("heldOutFingerprint") else None
+    )
+
+
 def comparison_refusals(runs: list[dict]) -> list[str]:
     """Why these runs cannot be compared fairly (empty: they can)."""
     if len(runs) < 2:
         return ["choose two or more runs to compare"]
     refusals = []
+    prints = [fingerprints_of_run(run) for run in runs]
+    if all(prints):
+        first = runs[0]["metadata"]["name"]
+        for run, other in zip(runs[1:], prints[1:], strict=True):
+            problems = fingerprint_problems(prints[0], other)  # type: ignore[arg-type]
+            if problems:
+                refusals.append(
+                    f"the runs were evaluated on different data ({first} vs {run['metadata']['name']}: "
+                    f"{'; '.join(problems)})"
+                )
+        classes = {run["metadata"]["name"]: classes_of(run) for run in runs}
+        if refusals and len({tuple(value) for value in classes.values() if value}) > 1:
+            listed = "; ".join(f"{name}: {', '.join(value or ['?'])}" for name, value in classes.items())
+            refusals.append(f"the runs have different classes ({listed})")
+        return refusals
     identities = {run["metadata"]["name"]: dataset_identity(run) for run in runs}
     if len(set(identities.values())) > 1:
         listed = "; ".join(f"{name}: {identity}" for name, identity in identities.items())

@@ -21,7 +21,9 @@ from crucible.operator.kube import naming
 from crucible.operator.kube.client import Kube, Ref
 from crucible.operator.kube.ownership import unchanged
 from crucible.operator.modeldeployment.plan import check_serving_spec
+from crucible.operator.modeldeployment.rollout.promotion import NOT_SIGNIFICANT
 from crucible.operator.modeldeployment.rollout.reconcile import Rollout
+from crucible.operator.modeldeployment.rollout.status import held_back
 from crucible.operator.modeldeployment.sources import wanted
 from crucible.operator.modeldeployment.status import not_served_status
 
@@ -67,7 +69,10 @@ class Serving:
         if want.model is None:
             return not_served_status(body, want.reason, want.message, await self.kube.get(servers)), None
         try:
-            return await self.rollout.serve(body, spec, want.model, want.message), None
+            status = await self.rollout.serve(body, spec, want.model, want.message)
+            if want.reason == NOT_SIGNIFICANT:
+                status = held_back(body, status, want.reason, want.message)
+            return status, None
         except InvalidSpec as error:
             # Not the ModelDeployment's fault (its spec was checked above): the run's artifact is one this
             # operator cannot serve, such as an S3 artifact with no S3 storage configured.

@@ -60,9 +60,16 @@ async def wanted(
     current_name = current.training_run if current else None
     current_run = await kube.get(_run_ref(namespace, current_name)) if current_name else None
     current_value = metric_of(current_run, spec.promotion.metric)
-    current_fingerprints = ((current_run or {}).get("status") or {}).get("fingerprints")
+    current_status = (current_run or {}).get("status") or {}
     choice = choose(
-        runs, current_name, current_value, spec.promotion, platform, rejected, current_fingerprints
+        runs,
+        current_name,
+        current_value,
+        spec.promotion,
+        platform,
+        rejected,
+        current_status.get("fingerprints"),
+        current_status.get("outcomes"),
     )
     if choice.run is None or choice.verdict is None:
         return Wanted(current, choice.reason, choice.message)

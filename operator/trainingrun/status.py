@@ -10,7 +10,15 @@ from pydantic import ValidationError
 from crucible.api.manifest import InvalidSpec
 from crucible.api.progress import progress_of
 from crucible.api.result import GATE_ORDER, TrainResult, parse_result
-from crucible.api.status import ArtifactStatus, GateStatus, TrainingPhase, TrainingRunStatus
+from crucible.api.status import (
+    ArtifactStatus,
+    EvaluationSummary,
+    GateStatus,
+    HeldOutOutcomes,
+    StatusModel,
+    TrainingPhase,
+    TrainingRunStatus,
+)
 from crucible.operator.kube.conditions import carried_over, condition
 
 READY, GATES_PASSED = "Ready", "GatesPassed"
@@ -245,12 +253,23 @@ def finished_status(
         or None,
         metrics=dict(result.metrics) or None,
         fingerprints=dict(result.fingerprints or {}) or None,
+        outcomes=_optional(HeldOutOutcomes, result.outcomes),
+        evaluation=_optional(EvaluationSummary, result.evaluation),
         artifact=ArtifactStatus(uri=result.artifact.uri, sha256=result.artifact.sha256)
         if result.artifact and result.phase == "Succeeded"
         else None,
         conditions=carried_over(previous, _gate_conditions(result, generation)),
         **_times(job, termination),
     )
+
+
+def _optional(model: type[StatusModel], value: dict | None) -> StatusModel | None:
+    """A part of the result only comparisons and pages use: left out when it does not fit the status
+    schema (a trainer of another version), rather than failing the run's whole status."""
+    try:
+        return model.model_validate(value) if value else None
+    except ValidationError:
+        return None
 
 
 def invalid_status(

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from crucible.compare import encode_outcomes
 from tests.conftest import FAST_SPEC
-from tests.operator.e2e import DEPLOYMENTS, condition_of, run_phase, status_of
+from tests.operator.e2e import DEPLOYMENTS, RUNS, condition_of, run_phase, status_of
 from tests.operator.fake_cluster import eventually
 from tests.operator.node_agent import NodeAgent
 from tests.operator.operator_thread import OperatorThread
@@ -103,3 +106,47 @@ async def test_manual_policy_waits_for_an_approval_annotation(
     )
     await eventually(lambda: current(cluster) == "better", 20, "approved candidate promoted")
     assert cluster.get(DEPLOYMENTS, "md")["metadata"]["generation"] == body["metadata"]["generation"]
+
+
+def scored(right: int, of: int = 100) -> dict:
+    """A result whose model got the first `right` of `of` held-out images right."""
+    labels = [1] * of
+    return {
+        "metrics": {"accuracy": right / of},
+        "outcomes": encode_outcomes(labels, [1] * right + [0] * (of - right)),
+    }
+
+
+@pytest.mark.slow
+async def test_require_significance_holds_back_a_lead_within_chance(
+    cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent
+) -> None:
+    await train(cluster, instant_kubelet, "base", scored(80))
+    spec = {
+        "model": {"selector": {"matchLabels": LABELS}},
+        "promotion": {"minImprovement": 0.01, "requireSignificance": True, "alpha": 0.05},
+        "rollout": {"strategy": "RollingUpdate"},
+    }
+    await cluster.create_resource("ModelDeployment", "md", spec)
+    await eventually(lambda: current(cluster) == "base", 20, "base served")
+    run = status_of(cluster, RUNS, "base")
+    assert run["outcomes"]["images"] == 100, "the outcome bits reach the run's status"
+
+    # Right on 4 more images than base (and on none it missed): +4 points, p = 0.125.
+    await train(cluster, instant_kubelet, "lucky", scored(84))
+
+    def held_back() -> bool:
+        return (
+            condition_of(status_of(cluster, DEPLOYMENTS, "md"), "Promoted").get("reason") == "NotSignificant"
+        )
+
+    await eventually(held_back, 20, "the candidate held back as NotSignificant")
+    promoted = condition_of(status_of(cluster, DEPLOYMENTS, "md"), "Promoted")
+    assert promoted["status"] == "False" and current(cluster) == "base"
+    assert (
+        "4 right only by lucky, 0 right only by base, p = 0.125, not below alpha 0.05" in promoted["message"]
+    )
+
+    await train(cluster, instant_kubelet, "clear", scored(95))  # 15 wins, p = 6e-05
+    await eventually(lambda: current(cluster) == "clear", 20, "the significant candidate promoted")
+    assert condition_of(status_of(cluster, DEPLOYMENTS, "md"), "Promoted")["status"] == "True"

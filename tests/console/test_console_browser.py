@@ -5,6 +5,7 @@ reloading; no console errors, nothing asked of other hosts, nothing wider than a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -143,7 +144,17 @@ def test_runs_are_compared_side_by_side_and_unfair_comparisons_refused(browser, 
     text = main_text(browser)
     assert "Compare runs" in text and "accuracy" in text and "overfitting · gap" in text
     assert "Differences are from the first run." in text
+    # Per class, both runs and the difference; McNemar's test on the shared held-out images.
+    assert "Per class" in text and "Significance on the shared held-out set" in text
+    first_class = browser.find_element(By.CSS_SELECTOR, "table.per-class tbody tr").text
+    assert re.match(
+        r"0\n\d+ images\nF1 [\d.]+\nPrecision [\d.]+\nRecall [\d.]+\nF1 [\d.]+ \([+-]?[\d.]+\)", first_class
+    )
+    tests = browser.find_element(By.CSS_SELECTOR, "ul.tests").text
+    pattern = rf"{SEARCH}-trial-00\d vs {SEARCH}-trial-00\d: on \d+ shared held-out images, \d+ right only by"
+    assert re.match(pattern, tests) and "p = " in tests, tests
     screenshot(browser, "console-compare")
+    assert fits_a_phone(browser)
 
     browser.get(f"{console_url}compare?run=local/digits-tiny&run=local/{FAILED_RUN}")
     refusal = browser.find_element(By.CSS_SELECTOR, ".refusal").text

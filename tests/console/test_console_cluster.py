@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def trained_status(artifact: Path) -> dict:
         "phase": "Succeeded",
         "gates": result["gates"],
         "metrics": result["metrics"],
+        # What the operator copies from the result besides: the pages draw from it without the artifact.
+        **{key: result[key] for key in ("fingerprints", "outcomes", "evaluation")},
         "artifact": {"uri": "pvc://crucible-artifacts/digits-a", "sha256": result["artifact"]["sha256"]},
         "conditions": [
             condition("Ready", "True", "Succeeded"),
@@ -257,8 +260,21 @@ def test_the_console_reads_the_cluster_with_its_read_only_role(read_only_source,
             "debug, crossValidation and overfitting passed",
             "served by ModelDeployment",
             "pvc://crucible-artifacts/digits-a",
+            # No report.png out here: the curves and confusion matrix are drawn from status.evaluation.
+            "Drawn from the run's result",
+            'aria-label="loss of the final fit by epoch"',
+            "<title>true 7, predicted 7: ",
         ):
             assert expected in run, expected
+
+        # Compared from their statuses: fingerprints, outcome bits, per-class summary (a trial of the
+        # same data; the test kubelet's copy of the same model, so nothing differs).
+        both = http.get(f"/compare?run={namespace}/digits-a&run={namespace}/search-trial-000")
+        assert both.status_code == 200
+        assert (
+            "0 right only by search-trial-000, 0 right only by digits-a; <strong>p = 1</strong>" in both.text
+        )
+        assert re.search(r'<abbr>F1</abbr> [\d.]+ <span class="delta same">\(0\)</span>', both.text)
 
         job = http.get(f"/tuningjobs/{namespace}/search", headers={"X-Console-Fragment": "main"})
         assert job.headers["X-Console-Live"] == "true"
@@ -313,6 +329,15 @@ def test_the_canary_and_the_running_search_in_the_browser(read_only_source, clus
         assert "Step\n2 of 4" in text and "Weight\n25 %" in text and "Ready\n3 of 4" in text
         assert browser.find_element(By.TAG_NAME, "main").get_attribute("data-live") == "true"
         screenshot(browser, "console-deployment")
+        at_phone_width(browser)
+        assert horizontal_overflow(browser) == 0
+        at_desktop_width(browser)
+
+        browser.get(f"{url}runs/{namespace}/digits-a")
+        assert "Drawn from the run's result" in browser.find_element(By.TAG_NAME, "main").text
+        assert len(browser.find_elements(By.CSS_SELECTOR, "svg.confusion rect.hit")) == 10
+        assert len(browser.find_elements(By.CSS_SELECTOR, "svg.curves")) == 2
+        screenshot(browser, "console-run-cluster")
         at_phone_width(browser)
         assert horizontal_overflow(browser) == 0
         at_desktop_width(browser)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
 
-from crucible.console import views
+from crucible.compare import encode_outcomes
+from crucible.console import pages, views
 
 
 def run(name: str, fingerprint: str = "aa", classes=("0", "1"), accuracy=0.9, phase="Succeeded", labels=None):
@@ -129,3 +131,48 @@ def test_trials_on_a_cluster_come_from_the_child_runs():
         (2, "RUNNING", None),
     ]
     assert views.best_so_far(trials, maximize=True) == [0.7, 0.8, 0.8]
+
+
+def evaluated(name: str, right: int, f1: list[float], held_out: str = "h1") -> dict:
+    """A run as its status reads once the operator copied the result: fingerprints, outcome bits over
+    40 held-out images (the first `right` right), and the per-class summary."""
+    body = run(name)
+    body["card"] = None
+    body["status"]["fingerprints"] = {"dataset": "d1", "classes": "c1", "heldOut": held_out}
+    body["status"]["outcomes"] = encode_outcomes([0] * 40, [0] * right + [1] * (40 - right))
+    body["status"]["evaluation"] = {
+        "classes": ["0", "1"],
+        "precision": f1,
+        "recall": f1,
+        "f1": f1,
+        "support": [20, 20],
+        "confusion": [[18, 2], [3, 17]],
+        "curves": {"epoch": [1, 2], "trainLoss": [0.9, 0.4], "valAccuracy": [0.7, 0.85]},
+    }
+    return body
+
+
+def test_fingerprints_decide_the_fair_comparison_rule():
+    assert views.comparison_refusals([evaluated("a", 30, [0.7, 0.8]), evaluated("b", 35, [0.9, 0.8])]) == []
+    [refusal] = views.comparison_refusals(
+        [evaluated("a", 30, [0.7, 0.8]), evaluated("b", 30, [0.7, 0.8], "h2")]
+    )
+    assert refusal == "the runs were evaluated on different data (a vs b: held-out splits differ (h1 vs h2))"
+
+
+def test_the_compare_page_shows_per_class_deltas_and_mcnemar():
+    runs = [evaluated("a", 30, [0.7, 0.8]), evaluated("b", 38, [0.9, 0.75])]
+    html = pages.compare_page(runs, [])
+    text = re.sub(r"<[^>]+>", " ", html)
+    text = re.sub(r"\s+", " ", text)
+    assert "b vs a: on 40 shared held-out images, 8 right only by b, 0 right only by a; p = 0.007812" in text
+    assert "F1 0.7 Precision 0.7 Recall 0.7 F1 0.9 (+0.2) Precision 0.9 (+0.2) Recall 0.9 (+0.2)" in text
+    assert "F1 0.75 (-0.05)" in text
+
+
+def test_a_run_page_without_report_draws_from_the_result():
+    html = pages.run_page(evaluated("a", 30, [0.7, 0.8]), [], False, [])
+    assert "Drawn from the run's result" in html
+    assert 'aria-label="loss of the final fit by epoch"' in html
+    assert 'aria-label="accuracy of the final fit by epoch"' in html
+    assert "<title>true 1, predicted 0: 3</title>" in html

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crucible.api.modeldeployment import LabelSelector, ModelDeploymentSpec, PromotionSpec
+from crucible.compare import encode_outcomes
 from crucible.operator.modeldeployment.config import PromotionConfig
 from crucible.operator.modeldeployment.rollout.promotion import (
     APPROVE,
@@ -123,3 +124,63 @@ def test_a_candidate_judged_on_other_data_is_not_comparable() -> None:
     assert choice.run == "here"
     # Runs from before results carried fingerprints are compared by their metric alone.
     assert choose([better_elsewhere], "current", 0.9, PromotionSpec(), PLATFORM, (), None).run == "elsewhere"
+
+
+def run_with_outcomes(name: str, accuracy: float, right: list[int]) -> dict:
+    """A run whose exported model got right exactly the held-out images in `right` (of 100)."""
+    body = run(name, accuracy)
+    body["status"]["outcomes"] = encode_outcomes([1] * 100, [1 if i in right else 0 for i in range(100)])
+    return body
+
+
+SIGNIFICANT = PromotionSpec(require_significance=True, min_improvement=0.01)
+
+
+def test_require_significance_promotes_a_candidate_that_wins_mcnemar() -> None:
+    current = encode_outcomes([1] * 100, [1] * 80 + [0] * 20)  # right on images 0-79
+    # The candidate also gets 80-94 right and loses none: 15 discordant pairs all its way, p = 2 / 2**15.
+    clear_winner = run_with_outcomes("clear", 0.95, list(range(95)))
+    choice = choose([clear_winner], "current", 0.80, SIGNIFICANT, PLATFORM, (), None, current)
+    assert choice.run == "clear" and choice.reason == "BetterCandidate"
+
+
+def test_require_significance_refuses_a_lead_within_chance() -> None:
+    current = encode_outcomes([1] * 100, [1] * 80 + [0] * 20)
+    # +3 points, but won on 8 images and lost on 5: p = 0.58.
+    lucky = run_with_outcomes("lucky", 0.83, [*range(5, 80), *range(80, 88)])
+    choice = choose([lucky], "current", 0.80, SIGNIFICANT, PLATFORM, (), None, current)
+    assert choice.run is None and choice.reason == "NotSignificant"
+    assert choice.message == (
+        "lucky beats current but not significantly (McNemar's exact test on 100 shared held-out images: "
+        "8 right only by lucky, 5 right only by current, p = 0.5811, not below alpha 0.05)"
+    )
+    # A looser alpha lets it through; without requireSignificance minImprovement alone decides.
+    loose = SIGNIFICANT.model_copy(update={"alpha": 0.6})
+    assert choose([lucky], "current", 0.80, loose, PLATFORM, (), None, current).run == "lucky"
+    assert choose([lucky], "current", 0.80, PromotionSpec(min_improvement=0.01), PLATFORM).run == "lucky"
+
+
+def test_require_significance_refuses_runs_without_outcomes() -> None:
+    current = encode_outcomes([1] * 100, [1] * 80 + [0] * 20)
+    untested = run("old", 0.99)
+    choice = choose([untested], "current", 0.80, SIGNIFICANT, PLATFORM, (), None, current)
+    assert choice.reason == "NotSignificant"
+    assert choice.message.startswith("old cannot be tested against current: no held-out outcomes")
+    # Nothing served yet: there is nothing to be significantly better than.
+    assert choose([untested], None, None, SIGNIFICANT, PLATFORM).run == "old"
+
+
+def test_significance_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        PromotionSpec.model_validate({"requireSignificance": True, "alpha": 1.5})
+    assert PromotionSpec.model_validate({"requireSignificance": True}).alpha == 0.05
+
+
+def test_require_significance_refuses_a_candidate_that_gets_fewer_images_right() -> None:
+    current = encode_outcomes([1] * 100, [1] * 80 + [0] * 20)
+    # Better on its metric (balanced accuracy, say) but right on fewer held-out images than current.
+    fewer = run_with_outcomes("fewer", 0.95, list(range(70)))
+    choice = choose([fewer], "current", 0.80, SIGNIFICANT, PLATFORM, (), None, current)
+    assert choice.reason == "NotSignificant"
+    assert choice.message.startswith("fewer is not better than current on the held-out images (")
+    assert "0 right only by fewer, 10 right only by current" in choice.message

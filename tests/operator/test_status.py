@@ -91,6 +91,19 @@ def test_success_carries_metrics_and_artifact() -> None:
     assert [c["status"] for c in written["conditions"]] == ["True", "True"]
 
 
+def test_outcomes_and_evaluation_reach_status_and_a_malformed_summary_is_left_out() -> None:
+    outcomes = {"images": 9, "stride": 1, "bits": "/4A="}
+    summary = {"classes": ["a"], "f1": [1.0], "confusion": [[9]], "curves": {"epoch": [1], "valLoss": [0.2]}}
+    result = TrainResult(phase="Succeeded", outcomes=outcomes, evaluation=summary)
+    written = finished_status(job(COMPLETE), ended(0, result.to_json()), 1, None).to_patch()
+    assert written["outcomes"] == outcomes
+    assert written["evaluation"]["f1"] == [1.0] and written["evaluation"]["curves"]["valLoss"] == [0.2]
+    # From a trainer whose summary does not fit the schema: the run's status is written without it.
+    odd = TrainResult(phase="Succeeded", outcomes=outcomes, evaluation={"f1": "high"})
+    status = finished_status(job(COMPLETE), ended(0, odd.to_json()), 1, None)
+    assert status.phase == "Succeeded" and status.evaluation is None and status.outcomes is not None
+
+
 def test_a_nan_metric_does_not_lose_the_result() -> None:
     message = json.dumps({"phase": "Failed", "reason": "overfitting gate failed", "metrics": {"loss": None}})
     status = finished_status(job(FAILED), ended(1, message), 1, None)

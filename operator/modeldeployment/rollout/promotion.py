@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from crucible import API_GROUP
 from crucible.api.modeldeployment import LabelSelector, PromotionSpec
-from crucible.compare import fingerprint_problems
+from crucible.compare import NotComparable, fingerprint_problems, images_tested, outcome_test
 from crucible.operator.modeldeployment.config import PromotionConfig
 from crucible.operator.modeldeployment.status import Verdict, judge
 
@@ -62,6 +62,7 @@ class Eligibility:
 
 
 NOT_COMPARABLE = "NotComparable"
+NOT_SIGNIFICANT = "NotSignificant"
 
 
 def eligibility(
@@ -118,14 +119,17 @@ def choose(
     platform: PromotionConfig,
     rejected: Iterable[str] = (),
     current_fingerprints: dict | None = None,
+    current_outcomes: dict | None = None,
 ) -> Choice:
     """The best eligible run, when it beats the current model; on a tie the first by name stays. A run
     trained or judged on other data, classes or held-out split than the current model is NotComparable:
     its metric says nothing about which model is better. (Runs from before results carried
-    fingerprints are compared by their metric alone.)"""
+    fingerprints are compared by their metric alone.) With promotion.requireSignificance the best
+    candidate must also beat the current model in McNemar's exact test on their held-out outcomes."""
     rejected = list(rejected)
     best: Eligibility | None = None
     best_name = None
+    best_outcomes = None
     refused = []
     for run in sorted(runs, key=lambda item: item["metadata"]["name"]):
         name = run["metadata"]["name"]
@@ -146,6 +150,7 @@ def choose(
             verdict.value, best.value, promotion.model_copy(update={"min_improvement": 0})
         ):
             best, best_name = verdict, name
+            best_outcomes = (run.get("status") or {}).get("outcomes")
     if best is None or best_name is None:
         why = "; ".join(refused) or "no other candidate"
         return Choice(None, "NoEligibleCandidate", why)
@@ -157,7 +162,39 @@ def choose(
             f"best candidate {best_name} ({promotion.metric} {best.value}) does not beat {current} "
             f"({current_value}) by {promotion.min_improvement}",
         )
+    if current is not None and promotion.require_significance:
+        refusal = significance_refusal(best_name, best_outcomes, current, current_outcomes, promotion)
+        if refusal:
+            return Choice(None, NOT_SIGNIFICANT, refusal)
     return Choice(best_name, "BetterCandidate", best.message, best.verdict)
+
+
+def significance_refusal(
+    candidate: str,
+    outcomes: dict | None,
+    current: str,
+    current_outcomes: dict | None,
+    promotion: PromotionSpec,
+) -> str | None:
+    """Why the candidate's lead over the current model is not significant (None: it is). Only images
+    exactly one of the two got right count; the candidate must win most of them, and by p < alpha."""
+    try:
+        test = outcome_test(current_outcomes, outcomes)
+    except NotComparable as error:
+        return f"{candidate} cannot be tested against {current}: {error}"
+    tested = images_tested(outcomes or {})
+    figures = (
+        f"McNemar's exact test on {tested} shared held-out images: {test.only_b_right} right only by "
+        f"{candidate}, {test.only_a_right} right only by {current}, p = {test.p_value:.4g}"
+    )
+    if test.only_b_right <= test.only_a_right:
+        return f"{candidate} is not better than {current} on the held-out images ({figures})"
+    if not test.significant(promotion.alpha):
+        return (
+            f"{candidate} beats {current} but not significantly "
+            f"({figures}, not below alpha {promotion.alpha:g})"
+        )
+    return None
 
 
 def approved(annotations: dict[str, str] | None, candidate: str) -> bool:

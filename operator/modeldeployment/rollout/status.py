@@ -74,3 +74,12 @@ def degraded(run: str, message: str) -> Condition:
 
 def recovered(run: str) -> Condition:
     return condition(DEGRADED, False, "CandidatePromoted", f"{run} was promoted")
+
+
+def held_back(body: dict, status: ModelDeploymentStatus, reason: str, message: str) -> ModelDeploymentStatus:
+    """The served model stays although a candidate beat its metric (a lead within chance, for one):
+    Promoted=False says why, until the next promotion replaces it."""
+    previous = (body.get("status") or {}).get("conditions")
+    kept = [item for item in status.conditions if item.type != PROMOTED]
+    why = carried_over(previous, [condition(PROMOTED, False, reason, message)])
+    return status.model_copy(update={"conditions": [*kept, *why]})
