@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 DROP_QUEUE_FULL = "queue_full"
 DROP_DAILY_LIMIT = "max_bytes_per_day"
 DROP_SHUTDOWN = "shutdown"
+# PNG chunks that say how to show the pixels, nothing about who or where: such a PNG is kept as it is.
+PLAIN_PNG_INFO = frozenset({"dpi", "gamma", "srgb", "chromaticity", "aspect", "icc_profile"})
 # The writer's CPU share is measured over windows of this length.
 PACE_WINDOW_SECONDS = 2.0
 # A failing store is logged at most this often (the counter in /metrics has every failure).
@@ -67,16 +69,17 @@ def ranked_classes(probabilities: np.ndarray, classes: list[str], k: int) -> lis
 
 
 def _image_file(upload: bytes) -> tuple[bytes, list[int]]:
-    """The decoded upload as PNG (EXIF orientation applied, RGB or L, original size) and its shape
-    [C, H, W]. A PNG that is already that is stored byte for byte."""
+    """The decoded upload as PNG (EXIF orientation applied, RGB or L, original size, no metadata: EXIF,
+    text chunks and the like are not kept) and its shape [C, H, W]. A PNG that is already that is
+    stored byte for byte."""
     from crucible.trainer.imaging import to_rgb
 
     with Image.open(io.BytesIO(upload)) as image:
-        upright = image.getexif().get(0x0112, 1) in (None, 1)
-        if image.format == "PNG" and image.mode in ("RGB", "L") and upright:
+        image.load()  # text chunks after the pixels are read too
+        plain = set(image.info) <= PLAIN_PNG_INFO
+        if image.format == "PNG" and image.mode in ("RGB", "L") and plain:
             channels = 1 if image.mode == "L" else 3
             return upload, [channels, image.height, image.width]
-        image.load()
         picture = ImageOps.exif_transpose(image) if image.mode == "L" else to_rgb(image)
         buffer = io.BytesIO()
         # Level 1: several times faster than the default for a little more space; the writer shares

@@ -294,4 +294,22 @@ def test_an_exif_rotated_jpeg_is_stored_upright(digits_model, tmp_path):
         written(client, request_id)
     record = json.loads((tmp_path / "requests" / f"{request_id}.json").read_text())
     assert record["input"]["shape"] == [3, 40, 20]
-    assert Image.open(tmp_path / "requests" / f"{request_id}.png").size == (20, 40)
+    stored = Image.open(tmp_path / "requests" / f"{request_id}.png")
+    assert stored.size == (20, 40) and "exif" not in stored.info  # upright, and no metadata kept
+
+
+def test_metadata_in_an_uploaded_png_is_not_kept(digits_model, digit_pixels, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    pixels, _ = digit_pixels
+    text = PngInfo()
+    text.add_text("Location", "51.5N 0.1W")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[5].transpose(1, 2, 0)).save(buffer, format="PNG", pnginfo=text)
+    with serving(digits_model, tmp_path) as client:
+        answer = client.post("/predict", files=[("files", ("tagged.png", buffer.getvalue(), "image/png"))])
+        request_id = answer.json()["predictions"][0]["id"]
+        written(client, request_id)
+    stored = Image.open(tmp_path / "requests" / f"{request_id}.png")
+    stored.load()
+    assert "Location" not in stored.info and np.array_equal(np.asarray(stored).transpose(2, 0, 1), pixels[5])
