@@ -313,3 +313,23 @@ def test_metadata_in_an_uploaded_png_is_not_kept(digits_model, digit_pixels, tmp
     stored = Image.open(tmp_path / "requests" / f"{request_id}.png")
     stored.load()
     assert "Location" not in stored.info and np.array_equal(np.asarray(stored).transpose(2, 0, 1), pixels[5])
+
+
+def test_an_s3_destination_holds_captures_labels_and_counts(
+    digits_model, digit_pixels, s3_store, monkeypatch
+):
+    for name, value in s3_store.env().items():
+        monkeypatch.setenv(name, value)
+    pixels, _ = digit_pixels
+    bucket = s3_store.new_bucket()
+    settings = ServerSettings(capture=CaptureSettings(destination=f"s3://{bucket}/capture/digits"))
+    with TestClient(create_app(ModelRepository([digits_model]), settings)) as client:
+        request_id = client.post(INFER, json=infer_body(pixels[4:5])).headers["X-Request-Id"]
+        written(client, request_id)
+        assert client.post(FEEDBACK, json={"id": request_id, "label": "4"}).status_code == 200
+        assert client.post(FEEDBACK, json={"id": "1" * 32, "label": "4"}).status_code == 404
+        status = client.get(CAPTURE).json()
+    assert (status["captured"], status["labelled"], status["labelledByClass"]) == (1, 1, {"4": 1})
+    keys = s3_store.keys(bucket, "capture/digits/")
+    assert f"capture/digits/labelled/4/{request_id}.png" in keys
+    assert {f"capture/digits/requests/{request_id}.{ext}" for ext in ("json", "npy")} <= set(keys)
