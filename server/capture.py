@@ -159,6 +159,19 @@ class Capture:
         rate = self.settings.sample_rate
         return rate >= 1 or self._draw() < rate
 
+    def admit(self, model: str, seconds: float) -> bool:
+        """Whether to capture a request now: sampled, and room to store it (else counted as dropped).
+        Checked before the request path builds anything for the writer."""
+        if not self.sampled():
+            return False
+        if self._full_day is not None and self._full_day == _utc_day(seconds):
+            self._on_drop(model, DROP_DAILY_LIMIT)
+            return False
+        if self._queue.full():
+            self._on_drop(model, DROP_QUEUE_FULL)
+            return False
+        return True
+
     def offer(self, item: Item) -> bool:
         """Queue `item` for writing, at once; False (and counted) when it is dropped."""
         if self._full_day is not None and self._full_day == _utc_day(item.time):
