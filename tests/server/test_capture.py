@@ -333,3 +333,11 @@ def test_an_s3_destination_holds_captures_labels_and_counts(
     keys = s3_store.keys(bucket, "capture/digits/")
     assert f"capture/digits/labelled/4/{request_id}.png" in keys
     assert {f"capture/digits/requests/{request_id}.{ext}" for ext in ("json", "npy")} <= set(keys)
+
+
+def test_the_training_share_is_the_cards_training_class_counts(client, digits_artifact):
+    counts = json.loads((digits_artifact / "model.json").read_text())["trainClassCounts"]
+    assert list(counts) == CLASSES and all(count > 0 for count in counts.values())
+    training = client.get(CAPTURE).json()["drift"]["trainingShare"]
+    total = sum(counts.values())
+    assert training == pytest.approx({name: count / total for name, count in counts.items()})
