@@ -162,6 +162,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crucible.operator.command",
     "crucible.tuning.command",
     "crucible.console.command",
+    "crucible.label_command",
 )
 
 

@@ -195,6 +195,13 @@ def _model_deployment() -> Kind:
                     "set exactly one of trainingRun, tuningJob, selector",
                 )
             ],
+            "spec.capture": [
+                _rule(
+                    "!has(self.sampleRate) || self.sampleRate == 0.0 || has(self.destination)",
+                    "destination is required when sampleRate is above 0",
+                    ".destination",
+                )
+            ],
         },
     )
 
