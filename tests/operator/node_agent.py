@@ -6,8 +6,9 @@ from this virtual environment (its image ignored), its environment resolved as t
 (a claim -> one folder per claim, a ConfigMap -> its keys as files), a loopback address of its own as
 the pod IP. It writes pod status through the pods/status subresource (phase, IP, container states,
 readiness from the pod's HTTP probes with their period, timeout and thresholds, termination message,
-OOMKilled on request) and stops a deleted pod's process as the kubelet does (out of the endpoints,
-preStop sleep, SIGTERM, the grace period, SIGKILL), then confirms the deletion. The real Job,
+OOMKilled or evicted for node pressure on request) and stops a deleted pod's process as the kubelet
+does (out of the endpoints, preStop sleep, SIGTERM, the grace period, SIGKILL, the terminal phase),
+then confirms the deletion. The real Job,
 Deployment, ReplicaSet, EndpointSlice and garbage-collector controllers do the rest. Never part of
 the product."""
 
@@ -44,6 +45,7 @@ LOG_TAIL_BYTES = 2048
 FIRST_SUCCESS_EVERY = 0.25
 RESTART_BACKOFF_CAP = 8.0
 OOM_EXIT_CODE = 137
+EVICTION_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 64Mi."
 NODE_CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "1000", "ephemeral-storage": "500Gi"}
 GPUS_PER_NODE = "8"
 
@@ -174,6 +176,7 @@ class PodRun:
     restarts: int = 0
     exits: list[int] = field(default_factory=list)
     oom_requested: bool = False
+    eviction_requested: bool = False
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task | None = None
     last_state: dict = field(default_factory=dict)
@@ -274,6 +277,20 @@ class NodeAgent:
         if pod.process is not None and pod.process.returncode is None:
             pod.process.kill()
 
+    def evict(self, pod_name: str) -> None:
+        """Evict the pod as the kubelet does when its node runs low on memory (a hard threshold): the
+        container is killed at once (SIGKILL, exit 137) and the pod ends Failed, reason Evicted, with a
+        DisruptionTarget condition (TerminationByKubelet); it is not restarted in place."""
+        (pod,) = [p for p in self.pods.values() if p.name == pod_name and not p.terminating]
+        pod.eviction_requested = True
+        if pod.process is not None and pod.process.returncode is None:
+            pod.process.kill()
+
+    def log(self, pod_name: str) -> str:
+        """What the pod's container wrote to stdout and stderr so far (all its runs), as `kubectl logs`."""
+        path = self.workdir / "pods" / pod_name / "log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
     # -- reacting to pods
 
     def _on_pod(self, kind: str, body: dict) -> None:
@@ -342,6 +359,9 @@ class NodeAgent:
             if pod.terminating:
                 return
             pod.exits.append(terminated["exitCode"])
+            if pod.eviction_requested:
+                await self._write_status(pod, terminated=terminated, phase="Failed", evicted=True)
+                return
             if policy == "Never" or (policy == "OnFailure" and terminated["exitCode"] == 0):
                 phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
                 await self._write_status(pod, terminated=terminated, phase=phase)
@@ -571,6 +591,7 @@ class NodeAgent:
         terminated: dict | None = None,
         waiting: str | None = None,
         phase: str = "Running",
+        evicted: bool = False,
     ) -> None:
         container = pod.container
         ready = pod.ready and terminated is None and waiting is None
@@ -588,6 +609,17 @@ class NodeAgent:
         ]
         if terminated is not None:
             conditions[1:] = [{**c, "reason": "PodCompleted"} for c in conditions[1:]]
+        if evicted:
+            # What the Job controller's podFailurePolicy matches for a disruption (onPodConditions).
+            conditions.append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "TerminationByKubelet",
+                    "message": EVICTION_MESSAGE,
+                    "lastTransitionTime": now(),
+                }
+            )
         status = {
             "phase": phase,
             "hostIP": "127.0.0.1",
@@ -609,6 +641,7 @@ class NodeAgent:
                     **({"lastState": pod.last_state} if pod.last_state else {}),
                 }
             ],
+            **({"reason": "Evicted", "message": EVICTION_MESSAGE} if evicted else {}),
         }
         path = resource_path("v1/pods", pod.namespace, pod.name) + "/status"
         code, answer = await self.api.request("PATCH", path, {"status": status}, STRATEGIC)
@@ -641,10 +674,24 @@ class NodeAgent:
                     await pod.process.wait()
         if pod.task is not None:
             pod.task.cancel()
+        if alive and confirm:
+            # The kubelet moves a deleted pod to a terminal phase before it confirms the deletion: the
+            # Job controller (with a podFailurePolicy) counts and replaces a pod only once it is Failed.
+            terminated = self._killed(pod)
+            phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
+            await self._write_status(pod, terminated=terminated, phase=phase)
         if confirm:
             await self._confirm_deletion(pod.body)
         self.pods.pop(pod.body["metadata"]["uid"], None)
         pod_network.unroute(pod.pod_ip)
+
+    @staticmethod
+    def _killed(pod: PodRun) -> dict:
+        """The `terminated` state of a container stopped for its pod's deletion (128 + the signal)."""
+        code = pod.process.returncode if pod.process is not None else 0
+        code = 128 - code if code is not None and code < 0 else code or 0
+        reason = "Completed" if code == 0 else "Error"
+        return {"exitCode": code, "reason": reason, "startedAt": pod.started_at, "finishedAt": now()}
 
     async def _confirm_deletion(self, body: dict) -> None:
         """What the kubelet does once the containers stopped: delete with no grace period, for this
