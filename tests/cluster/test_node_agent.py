@@ -110,6 +110,23 @@ async def test_a_pod_killed_for_memory_reports_oom_killed_and_fails_its_job(
     )
 
 
+async def test_the_api_server_reads_a_running_containers_log_from_the_test_kubelet(
+    cluster: RealCluster, kubelet: NodeAgent
+) -> None:
+    """pods/log (`kubectl logs --tail`) goes through the API server to the Node's kubelet port over TLS."""
+    script = "import time\nfor n in range(5): print('line', n, flush=True)\ntime.sleep(60)"
+    await cluster.create("batch/v1/jobs", job("talker", script))
+    await eventually(lambda: kubelet.running("talker"), 30, "the pod runs")
+    pod = kubelet.running("talker")[0].name
+    await eventually(lambda: "line 4" in kubelet.log(pod), 30, "it printed")
+    path = f"/api/v1/namespaces/{cluster.namespace}/pods/{pod}/log"
+
+    status, answer = await cluster.api.request("GET", path, container="main", tailLines="2")
+    assert (status, answer["message"]) == (200, "line 3\nline 4\n")  # plain text, not JSON
+    status, answer = await cluster.api.request("GET", path, container="other")
+    assert status == 400 and "container other is not valid" in answer["message"]
+
+
 async def test_a_gpu_pod_is_scheduled_on_the_gpu_pool_only(cluster: RealCluster, kubelet: NodeAgent) -> None:
     gpu = job("gpu", "pass", resources={"limits": {"nvidia.com/gpu": "1"}})
     gpu["spec"]["template"]["spec"] |= {

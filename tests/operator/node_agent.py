@@ -35,6 +35,7 @@ from crucible.operator.config import NodePool, OperatorConfig
 from tests.operator import pod_network
 from tests.operator.fake_kubelet import instant_result
 from tests.operator.kube_api import MERGE, STRATEGIC, KubeApi, resource_path
+from tests.operator.kubelet_logs import ContainerLogServer
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -85,7 +86,9 @@ def node_manifest(pool_name: str, pool: NodePool) -> dict:
     }
 
 
-def node_status(pool: NodePool) -> dict:
+def node_status(pool: NodePool, kubelet_port: int | None = None) -> dict:
+    """Ready, with the pool's capacity; `kubelet_port` is where the API server reaches this node's
+    kubelet for pods/log (kubelet_logs.py)."""
     capacity = dict(NODE_CAPACITY)
     if pool.gpu_resource:
         capacity[pool.gpu_resource] = GPUS_PER_NODE
@@ -102,6 +105,7 @@ def node_status(pool: NodePool) -> dict:
         "allocatable": capacity,
         "conditions": [condition],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        **({"daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}} if kubelet_port else {}),
         "nodeInfo": {
             "architecture": "amd64",
             "operatingSystem": "linux",
@@ -117,8 +121,11 @@ def node_status(pool: NodePool) -> dict:
     }
 
 
-async def register_nodes(api: KubeApi, pools: dict[str, NodePool] | None = None) -> list[str]:
-    """A Node per pool (the operator's default `cpu` and `gpu` pools unless given), ready for pods."""
+async def register_nodes(
+    api: KubeApi, pools: dict[str, NodePool] | None = None, kubelet_port: int | None = None
+) -> list[str]:
+    """A Node per pool (the operator's default `cpu` and `gpu` pools unless given), ready for pods; its
+    kubelet (for container logs) on `kubelet_port` of 127.0.0.1 when given."""
     pools = pools if pools is not None else OperatorConfig().node_pools
     names = []
     for pool_name, pool in pools.items():
@@ -127,7 +134,7 @@ async def register_nodes(api: KubeApi, pools: dict[str, NodePool] | None = None)
         if status not in (201, 409):
             raise AssertionError(f"cannot register node {manifest['metadata']['name']}: {answer}")
         path = resource_path("v1/nodes", name=manifest["metadata"]["name"]) + "/status"
-        await api.call("PATCH", path, {"status": node_status(pool)}, STRATEGIC)
+        await api.call("PATCH", path, {"status": node_status(pool, kubelet_port)}, STRATEGIC)
         # The API server taints a new Node not-ready; the node lifecycle controller, which lifts it once
         # the Node reports Ready, does not run here (no heartbeats): lift it as it would.
         node_path = resource_path("v1/nodes", name=manifest["metadata"]["name"])
@@ -234,6 +241,8 @@ class NodeAgent:
     timeout: float = 300
     # Instant mode: a Job's result by Job name, in place of the default one (metrics that differ).
     results: dict[str, dict] = field(default_factory=dict)
+    # Where the API server's pods/log reaches the test Nodes' kubelet; this agent answers for its pods.
+    logs: ContainerLogServer | None = None
     # Instant mode: an artifact directory a Job "writes" (copied to its --artifact-uri), by Job name.
     artifacts: dict[str, Path] = field(default_factory=dict)
     pods: dict[str, PodRun] = field(default_factory=dict)  # by pod uid
@@ -247,6 +256,8 @@ class NodeAgent:
         synced = asyncio.Event()
         self._watch = asyncio.create_task(self._follow(synced))
         await asyncio.wait_for(synced.wait(), 30)
+        if self.logs is not None:
+            self.logs.serve(self.namespace, self.container_log)
 
     async def _follow(self, synced: asyncio.Event) -> None:
         async for event in self.api.watch(resource_path("v1/pods", self.namespace)):
@@ -290,6 +301,14 @@ class NodeAgent:
         """What the pod's container wrote to stdout and stderr so far (all its runs), as `kubectl logs`."""
         path = self.workdir / "pods" / pod_name / "log"
         return path.read_text(errors="replace") if path.is_file() else ""
+
+    def container_log(self, pod_name: str, container: str) -> str | None:
+        """The log of a container of a pod this agent runs, None when it runs no such container (called
+        from the log server's thread: it only reads)."""
+        known = [p for p in list(self.pods.values()) if p.name == pod_name]
+        if not known or known[0].container["name"] != container:
+            return None
+        return self.log(pod_name)
 
     # -- reacting to pods
 
@@ -702,6 +721,8 @@ class NodeAgent:
 
     async def stop(self) -> None:
         """The test is over: no process outlives it (nothing is restarted once this begins)."""
+        if self.logs is not None:
+            self.logs.forget(self.namespace)
         if self._watch is not None:
             self._watch.cancel()
         for pod in self.pods.values():
