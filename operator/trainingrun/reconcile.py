@@ -152,7 +152,12 @@ class Training:
         own_pods = [pod for pod in pods if controller_uid(pod) == uid(job)]
         if job_phase(job) not in FINAL_PHASES:
             return in_progress_status(
-                job, generation, previous.get("conditions"), own_pods, previous.get("progress")
+                job,
+                generation,
+                previous.get("conditions"),
+                own_pods,
+                previous.get("progress"),
+                was_running=previous.get("phase") == "Running",
             )
         return finished_status(
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")

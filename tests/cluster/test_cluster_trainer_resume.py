@@ -6,12 +6,13 @@ Succeeds."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
 
 from tests.conftest import FAST_SPEC
-from tests.operator.e2e import run_phase
+from tests.operator.e2e import RUNS, condition_of, run_phase
 from tests.operator.fake_cluster import eventually
 from tests.operator.node_agent import NodeAgent
 from tests.operator.operator_thread import OperatorThread
@@ -85,3 +86,12 @@ async def test_a_trainer_pod_evicted_or_deleted_mid_run_is_replaced_and_resumes_
     assert (job["status"].get("failed", 0), job["status"]["succeeded"]) == (1, 1)
     evicted = cluster.get("v1/pods", first)
     assert (evicted["status"]["phase"], evicted["status"]["reason"]) == ("Failed", "Evicted")
+    # While its pod was replaced the run kept training: Running, never Pending again.
+    phases = [(body.get("status") or {}).get("phase") for body in cluster.versions(RUNS, "resumed")]
+    phases = [phase for phase, _ in itertools.groupby(filter(None, phases))]
+    assert phases == ["Pending", "Running", "Succeeded"], phases
+    said = {
+        condition_of(body.get("status") or {}, "Ready").get("reason")
+        for body in cluster.versions(RUNS, "resumed")
+    }
+    assert "TrainerRestarting" in said
