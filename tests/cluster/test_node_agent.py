@@ -125,6 +125,8 @@ async def test_the_api_server_reads_a_running_containers_log_from_the_test_kubel
 
     status, answer = await cluster.api.request("GET", path, container="main", tailLines="2")
     assert (status, answer["message"]) == (200, "line 3\nline 4\n")  # plain text, not JSON
+    status, answer = await cluster.api.request("GET", path, container="main", tailLines="1", limitBytes="4")
+    assert (status, answer["message"]) == (200, "line")
     status, answer = await cluster.api.request("GET", path, container="other")
     assert status == 400 and "container other is not valid" in answer["message"]
 
