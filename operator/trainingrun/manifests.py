@@ -9,6 +9,11 @@ from crucible.operator.trainingrun.plan import SPEC_DIR, SPEC_FILE, TrainingPlan
 CONTAINER = "trainer"
 TERMINATION_LOG = "/dev/termination-log"
 SPEC_VOLUME = "spec"
+# DataLoader workers hand batches to the trainer through shared memory (/dev/shm), which container
+# runtimes give 64 MiB by default: too little for a few batches of photos at 224, and a worker then
+# dies with a bus error. A memory-backed emptyDir replaces it; what it holds counts against the
+# container's memory limit, so it is sized to that limit: never more than the pod may use anyway.
+SHM_VOLUME, SHM_PATH = "dshm", "/dev/shm"
 # crucible-train exits 1 when a gate or training failed and 2 on invalid input: the same spec would
 # fail the same way again, so the Job fails at once instead of retrying. 137 is SIGKILL, which a node's
 # OOM killer sends a container over its memory limit: the same limit would be hit again, so that fails
@@ -51,7 +56,11 @@ def trainer_command(plan: TrainingPlan) -> list[str]:
 
 def _container(plan: TrainingPlan) -> dict:
     _, mounts = pods.claim_volumes(plan.pod)
-    mounts = [{"name": SPEC_VOLUME, "mountPath": SPEC_DIR, "readOnly": True}, *mounts]
+    mounts = [
+        {"name": SPEC_VOLUME, "mountPath": SPEC_DIR, "readOnly": True},
+        *mounts,
+        {"name": SHM_VOLUME, "mountPath": SHM_PATH},
+    ]
     return {
         **pods.main_container(plan.pod, CONTAINER, plan.pod.images.trainer, trainer_command(plan), mounts),
         # The trainer writes its result JSON here; when it crashed before writing, the log's tail is
@@ -65,6 +74,7 @@ def trainer_job(plan: TrainingPlan, limits: TrainingConfig) -> dict:
     labels = naming.training_labels(plan.name)
     volumes, _ = pods.claim_volumes(plan.pod)
     spec_volume = {"name": SPEC_VOLUME, "configMap": {"name": naming.spec_config_map_name(plan.name)}}
+    shm_volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": plan.pod.memory}}
     pod_spec = {
         "restartPolicy": "Never",
         # The trainer never talks to the Kubernetes API.
@@ -72,7 +82,7 @@ def trainer_job(plan: TrainingPlan, limits: TrainingConfig) -> dict:
         "securityContext": dict(pods.POD_SECURITY),
         **pods.placement(plan.pod),
         "containers": [_container(plan)],
-        "volumes": [spec_volume, *volumes],
+        "volumes": [spec_volume, *volumes, shm_volume],
     }
     return {
         "apiVersion": "batch/v1",

@@ -152,7 +152,12 @@ class Training:
         own_pods = [pod for pod in pods if controller_uid(pod) == uid(job)]
         if job_phase(job) not in FINAL_PHASES:
             return in_progress_status(
-                job, generation, previous.get("conditions"), own_pods, previous.get("progress")
+                job,
+                generation,
+                previous.get("conditions"),
+                own_pods,
+                previous.get("progress"),
+                was_running=previous.get("phase") == "Running",
             )
         return finished_status(
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
@@ -185,8 +190,16 @@ class Training:
             Ref.of({**pod, "apiVersion": "v1", "kind": "Pod"}), CONTAINER, LOG_TAIL_LINES
         )
         text = progress_text(log or "")
-        if text is not None and text != status.get("progress"):
-            await self.kube.patch_status(ref, {"progress": text})
+        if text is None or text == status.get("progress"):
+            return
+        # Only onto the version of the run that was read: the run may have finished while its log was
+        # read, and a progress line must not land on its final status (409: it changed; next round).
+        version = {"resourceVersion": run["metadata"]["resourceVersion"]}
+        try:
+            await self.kube.patch(ref, {"metadata": version, "status": {"progress": text}}, "status")
+        except ApiError as error:
+            if error.status != 409:
+                raise
 
 
 def _summary(status: dict) -> str:

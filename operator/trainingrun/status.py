@@ -194,6 +194,7 @@ def _times(job: dict, termination: Termination | None) -> dict:
 
 
 PROGRESS_MAX = 512
+RESTARTING = "TrainerRestarting"
 
 
 def progress_text(log: str) -> str | None:
@@ -213,12 +214,23 @@ def in_progress_status(
     previous: list[dict] | None,
     pods: list[dict] | None = None,
     progress: str | None = None,
+    was_running: bool = False,
 ) -> TrainingRunStatus:
     """Pending or Running: no verdict yet. Pending says why the pod does not run, when its status does;
-    `progress` (the last one read from the log) is kept while the run runs."""
+    `progress` (the last one read from the log) is kept while the run runs.
+
+    A run that was Running stays Running while its Job replaces an evicted or deleted pod (the Job has
+    no pod ready then, as before the first one started): the next pod resumes from the checkpoint, so
+    the run is not back to its start; Ready says why no trainer runs right now."""
     phase = job_phase(job)
     reason, message = phase, "training" if phase == "Running" else "waiting for the trainer pod to start"
     waiting = waiting_reason(pods or []) if phase == "Pending" else None
+    if phase == "Pending" and was_running:
+        phase, reason, message = (
+            "Running",
+            RESTARTING,
+            "the trainer pod is being replaced; it resumes from its checkpoint",
+        )
     if waiting is not None:
         reason, message = waiting
     conditions = [

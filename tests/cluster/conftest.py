@@ -4,7 +4,7 @@ running its pods, the operator logged in as the chart's ServiceAccount, a stand-
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import yaml
 from tests.cluster.chart import operator_kubeconfig
 from tests.cluster.controlplane import ControlPlane
 from tests.operator.kube_api import KubeApi
+from tests.operator.kubelet_logs import ContainerLogServer
 from tests.operator.node_agent import NodeAgent, register_nodes
 from tests.operator.operator_thread import OperatorThread
 from tests.operator.real_cluster import RealCluster
@@ -20,19 +21,29 @@ from tests.operator.service_proxy import ServiceProxy, endpoint_slice_backends
 from tests.packaging.chart import HELM
 
 
-async def _register_nodes(kubeconfig: Path) -> list[str]:
+async def _register_nodes(kubeconfig: Path, kubelet_port: int) -> list[str]:
     api = KubeApi(kubeconfig)
     try:
-        return await register_nodes(api)
+        return await register_nodes(api, kubelet_port=kubelet_port)
     finally:
         await api.close()
 
 
 @pytest.fixture(scope="session")
-def test_nodes(cluster_controllers: ControlPlane, crucible_crds: list[dict]) -> list[str]:
+def kubelet_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerLogServer]:
+    """The test Nodes' kubelet endpoint for container logs (pods/log, `kubectl logs`), for the session."""
+    server = ContainerLogServer(tmp_path_factory.mktemp("kubelet-logs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def test_nodes(
+    cluster_controllers: ControlPlane, crucible_crds: list[dict], kubelet_logs: ContainerLogServer
+) -> list[str]:
     """The control plane with its controllers and our CRDs, and the Nodes of the `cpu` and `gpu` pools
-    (registered once for the session)."""
-    return asyncio.run(_register_nodes(cluster_controllers.kubeconfig))
+    (registered once for the session), whose container logs the API server reads from `kubelet_logs`."""
+    return asyncio.run(_register_nodes(cluster_controllers.kubeconfig, kubelet_logs.port))
 
 
 @pytest.fixture
@@ -86,40 +97,58 @@ async def operator(
 
 
 async def _kubelet(
-    cluster: RealCluster, workdir: Path, instant: bool, run_servers: bool
+    cluster: RealCluster, workdir: Path, instant: bool, run_servers: bool, logs: ContainerLogServer
 ) -> AsyncIterator[NodeAgent]:
-    agent = NodeAgent(cluster.api, cluster.namespace, workdir, instant=instant, run_servers=run_servers)
+    agent = NodeAgent(
+        cluster.api, cluster.namespace, workdir, instant=instant, run_servers=run_servers, logs=logs
+    )
     await agent.start()
     yield agent
     await agent.stop()
 
 
 @pytest.fixture
-async def kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+async def kubelet(
+    cluster: RealCluster, tmp_path: Path, kubelet_logs: ContainerLogServer
+) -> AsyncIterator[NodeAgent]:
     """Runs trainer pods for real, as local processes; server pods are ready at once, with no process."""
-    async for agent in _kubelet(cluster, tmp_path / "node", instant=False, run_servers=False):
+    async for agent in _kubelet(
+        cluster, tmp_path / "node", instant=False, run_servers=False, logs=kubelet_logs
+    ):
         yield agent
 
 
 @pytest.fixture
-async def instant_kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+async def instant_kubelet(
+    cluster: RealCluster, tmp_path: Path, kubelet_logs: ContainerLogServer
+) -> AsyncIterator[NodeAgent]:
     """Finishes each trainer pod at once with a successful result; server pods are ready at once."""
-    async for agent in _kubelet(cluster, tmp_path / "node", instant=True, run_servers=False):
+    async for agent in _kubelet(
+        cluster, tmp_path / "node", instant=True, run_servers=False, logs=kubelet_logs
+    ):
         yield agent
 
 
 @pytest.fixture
-async def serving_kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+async def serving_kubelet(
+    cluster: RealCluster, tmp_path: Path, kubelet_logs: ContainerLogServer
+) -> AsyncIterator[NodeAgent]:
     """Finishes trainer pods at once (with the artifacts a test gives it) and runs every server pod as
     a real `crucible serve` process."""
-    async for agent in _kubelet(cluster, tmp_path / "node", instant=True, run_servers=True):
+    async for agent in _kubelet(
+        cluster, tmp_path / "node", instant=True, run_servers=True, logs=kubelet_logs
+    ):
         yield agent
 
 
 @pytest.fixture
-async def training_and_serving_kubelet(cluster: RealCluster, tmp_path: Path) -> AsyncIterator[NodeAgent]:
+async def training_and_serving_kubelet(
+    cluster: RealCluster, tmp_path: Path, kubelet_logs: ContainerLogServer
+) -> AsyncIterator[NodeAgent]:
     """Runs trainer pods and server pods for real, as local processes."""
-    async for agent in _kubelet(cluster, tmp_path / "node", instant=False, run_servers=True):
+    async for agent in _kubelet(
+        cluster, tmp_path / "node", instant=False, run_servers=True, logs=kubelet_logs
+    ):
         yield agent
 
 

@@ -7,8 +7,10 @@ import base64
 import time
 
 import aiohttp
+import pytest
 
 from tests.operator.fake_cluster import eventually
+from tests.operator.kube_api import resource_path
 from tests.operator.node_agent import NodeAgent, node_name
 from tests.operator.real_cluster import RealCluster
 from tests.operator.service_proxy import ServiceProxy
@@ -108,6 +110,66 @@ async def test_a_pod_killed_for_memory_reports_oom_killed_and_fails_its_job(
         137,
         "Failed",
     )
+
+
+async def test_the_api_server_reads_a_running_containers_log_from_the_test_kubelet(
+    cluster: RealCluster, kubelet: NodeAgent
+) -> None:
+    """pods/log (`kubectl logs --tail`) goes through the API server to the Node's kubelet port over TLS."""
+    script = "import time\nfor n in range(5): print('line', n, flush=True)\ntime.sleep(60)"
+    await cluster.create("batch/v1/jobs", job("talker", script))
+    await eventually(lambda: kubelet.running("talker"), 30, "the pod runs")
+    pod = kubelet.running("talker")[0].name
+    await eventually(lambda: "line 4" in kubelet.log(pod), 30, "it printed")
+    path = f"/api/v1/namespaces/{cluster.namespace}/pods/{pod}/log"
+
+    status, answer = await cluster.api.request("GET", path, container="main", tailLines="2")
+    assert (status, answer["message"]) == (200, "line 3\nline 4\n")  # plain text, not JSON
+    status, answer = await cluster.api.request("GET", path, container="main", tailLines="1", limitBytes="4")
+    assert (status, answer["message"]) == (200, "line")
+    status, answer = await cluster.api.request("GET", path, container="other")
+    assert status == 400 and "container other is not valid" in answer["message"]
+
+
+@pytest.mark.slow  # the Job controller backs off before it replaces a failed pod
+async def test_pods_evicted_through_the_api_or_deleted_end_failed_and_their_job_replaces_them(
+    cluster: RealCluster, kubelet: NodeAgent
+) -> None:
+    """`kubectl drain` (the Eviction API: DisruptionTarget, then deletion) and `kubectl delete pod`: the
+    kubelet stops the container (SIGTERM) and moves the pod to Failed before confirming its deletion,
+    which is when a Job with a podFailurePolicy counts the pod (or ignores it) and replaces it."""
+    patient = job("patient", "import time; time.sleep(60)")
+    patient["spec"] |= {
+        "backoffLimit": 1,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+            ]
+        },
+    }
+    await cluster.create("batch/v1/jobs", patient)
+
+    async def running(count: int) -> str:
+        await eventually(lambda: len(kubelet.pods_run) == count, 30, f"pod {count} created")
+        name = kubelet.pods_run[-1]
+        await eventually(lambda: any(p.name == name and p.process for p in kubelet.running()), 30, name)
+        return name
+
+    first = await running(1)
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": first}}
+    await cluster.api.call("POST", resource_path("v1/pods", cluster.namespace, first) + "/eviction", eviction)
+    second = await running(2)
+    await cluster.delete("v1/pods", second)
+    await running(3)
+
+    jobs = cluster.get("batch/v1/jobs", "patient")
+    assert jobs["status"].get("failed", 0) == 1  # the deletion; the eviction is a disruption, ignored
+    for name in (first, second):
+        last = cluster.versions("v1/pods", name)[-1]["status"]
+        terminated = last["containerStatuses"][0]["state"]["terminated"]
+        assert (last["phase"], terminated["exitCode"], terminated["reason"]) == ("Failed", 143, "Error")
+        disrupted = [c for c in last["conditions"] if c["type"] == "DisruptionTarget"]
+        assert [c["reason"] for c in disrupted] == (["EvictionByEvictionAPI"] if name == first else [])
 
 
 async def test_a_gpu_pod_is_scheduled_on_the_gpu_pool_only(cluster: RealCluster, kubelet: NodeAgent) -> None:

@@ -6,8 +6,9 @@ from this virtual environment (its image ignored), its environment resolved as t
 (a claim -> one folder per claim, a ConfigMap -> its keys as files), a loopback address of its own as
 the pod IP. It writes pod status through the pods/status subresource (phase, IP, container states,
 readiness from the pod's HTTP probes with their period, timeout and thresholds, termination message,
-OOMKilled on request) and stops a deleted pod's process as the kubelet does (out of the endpoints,
-preStop sleep, SIGTERM, the grace period, SIGKILL), then confirms the deletion. The real Job,
+OOMKilled or evicted for node pressure on request) and stops a deleted pod's process as the kubelet
+does (out of the endpoints, preStop sleep, SIGTERM, the grace period, SIGKILL, the terminal phase),
+then confirms the deletion. The real Job,
 Deployment, ReplicaSet, EndpointSlice and garbage-collector controllers do the rest. Never part of
 the product."""
 
@@ -34,6 +35,7 @@ from crucible.operator.config import NodePool, OperatorConfig
 from tests.operator import pod_network
 from tests.operator.fake_kubelet import instant_result
 from tests.operator.kube_api import MERGE, STRATEGIC, KubeApi, resource_path
+from tests.operator.kubelet_logs import ContainerLogServer
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -44,6 +46,7 @@ LOG_TAIL_BYTES = 2048
 FIRST_SUCCESS_EVERY = 0.25
 RESTART_BACKOFF_CAP = 8.0
 OOM_EXIT_CODE = 137
+EVICTION_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 64Mi."
 NODE_CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "1000", "ephemeral-storage": "500Gi"}
 GPUS_PER_NODE = "8"
 
@@ -83,7 +86,9 @@ def node_manifest(pool_name: str, pool: NodePool) -> dict:
     }
 
 
-def node_status(pool: NodePool) -> dict:
+def node_status(pool: NodePool, kubelet_port: int | None = None) -> dict:
+    """Ready, with the pool's capacity; `kubelet_port` is where the API server reaches this node's
+    kubelet for pods/log (kubelet_logs.py)."""
     capacity = dict(NODE_CAPACITY)
     if pool.gpu_resource:
         capacity[pool.gpu_resource] = GPUS_PER_NODE
@@ -100,6 +105,7 @@ def node_status(pool: NodePool) -> dict:
         "allocatable": capacity,
         "conditions": [condition],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        **({"daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}} if kubelet_port else {}),
         "nodeInfo": {
             "architecture": "amd64",
             "operatingSystem": "linux",
@@ -115,8 +121,11 @@ def node_status(pool: NodePool) -> dict:
     }
 
 
-async def register_nodes(api: KubeApi, pools: dict[str, NodePool] | None = None) -> list[str]:
-    """A Node per pool (the operator's default `cpu` and `gpu` pools unless given), ready for pods."""
+async def register_nodes(
+    api: KubeApi, pools: dict[str, NodePool] | None = None, kubelet_port: int | None = None
+) -> list[str]:
+    """A Node per pool (the operator's default `cpu` and `gpu` pools unless given), ready for pods; its
+    kubelet (for container logs) on `kubelet_port` of 127.0.0.1 when given."""
     pools = pools if pools is not None else OperatorConfig().node_pools
     names = []
     for pool_name, pool in pools.items():
@@ -125,7 +134,7 @@ async def register_nodes(api: KubeApi, pools: dict[str, NodePool] | None = None)
         if status not in (201, 409):
             raise AssertionError(f"cannot register node {manifest['metadata']['name']}: {answer}")
         path = resource_path("v1/nodes", name=manifest["metadata"]["name"]) + "/status"
-        await api.call("PATCH", path, {"status": node_status(pool)}, STRATEGIC)
+        await api.call("PATCH", path, {"status": node_status(pool, kubelet_port)}, STRATEGIC)
         # The API server taints a new Node not-ready; the node lifecycle controller, which lifts it once
         # the Node reports Ready, does not run here (no heartbeats): lift it as it would.
         node_path = resource_path("v1/nodes", name=manifest["metadata"]["name"])
@@ -174,6 +183,7 @@ class PodRun:
     restarts: int = 0
     exits: list[int] = field(default_factory=list)
     oom_requested: bool = False
+    eviction_requested: bool = False
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task | None = None
     last_state: dict = field(default_factory=dict)
@@ -231,6 +241,8 @@ class NodeAgent:
     timeout: float = 300
     # Instant mode: a Job's result by Job name, in place of the default one (metrics that differ).
     results: dict[str, dict] = field(default_factory=dict)
+    # Where the API server's pods/log reaches the test Nodes' kubelet; this agent answers for its pods.
+    logs: ContainerLogServer | None = None
     # Instant mode: an artifact directory a Job "writes" (copied to its --artifact-uri), by Job name.
     artifacts: dict[str, Path] = field(default_factory=dict)
     pods: dict[str, PodRun] = field(default_factory=dict)  # by pod uid
@@ -244,6 +256,8 @@ class NodeAgent:
         synced = asyncio.Event()
         self._watch = asyncio.create_task(self._follow(synced))
         await asyncio.wait_for(synced.wait(), 30)
+        if self.logs is not None:
+            self.logs.serve(self.namespace, self.container_log)
 
     async def _follow(self, synced: asyncio.Event) -> None:
         async for event in self.api.watch(resource_path("v1/pods", self.namespace)):
@@ -273,6 +287,28 @@ class NodeAgent:
         pod.oom_requested = True
         if pod.process is not None and pod.process.returncode is None:
             pod.process.kill()
+
+    def evict(self, pod_name: str) -> None:
+        """Evict the pod as the kubelet does when its node runs low on memory (a hard threshold): the
+        container is killed at once (SIGKILL, exit 137) and the pod ends Failed, reason Evicted, with a
+        DisruptionTarget condition (TerminationByKubelet); it is not restarted in place."""
+        (pod,) = [p for p in self.pods.values() if p.name == pod_name and not p.terminating]
+        pod.eviction_requested = True
+        if pod.process is not None and pod.process.returncode is None:
+            pod.process.kill()
+
+    def log(self, pod_name: str) -> str:
+        """What the pod's container wrote to stdout and stderr so far (all its runs), as `kubectl logs`."""
+        path = self.workdir / "pods" / pod_name / "log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def container_log(self, pod_name: str, container: str) -> str | None:
+        """The log of a container of a pod this agent runs, None when it runs no such container (called
+        from the log server's thread: it only reads)."""
+        known = [p for p in list(self.pods.values()) if p.name == pod_name]
+        if not known or known[0].container["name"] != container:
+            return None
+        return self.log(pod_name)
 
     # -- reacting to pods
 
@@ -342,6 +378,9 @@ class NodeAgent:
             if pod.terminating:
                 return
             pod.exits.append(terminated["exitCode"])
+            if pod.eviction_requested:
+                await self._write_status(pod, terminated=terminated, phase="Failed", evicted=True)
+                return
             if policy == "Never" or (policy == "OnFailure" and terminated["exitCode"] == 0):
                 phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
                 await self._write_status(pod, terminated=terminated, phase=phase)
@@ -571,6 +610,7 @@ class NodeAgent:
         terminated: dict | None = None,
         waiting: str | None = None,
         phase: str = "Running",
+        evicted: bool = False,
     ) -> None:
         container = pod.container
         ready = pod.ready and terminated is None and waiting is None
@@ -588,6 +628,17 @@ class NodeAgent:
         ]
         if terminated is not None:
             conditions[1:] = [{**c, "reason": "PodCompleted"} for c in conditions[1:]]
+        if evicted:
+            # What the Job controller's podFailurePolicy matches for a disruption (onPodConditions).
+            conditions.append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "TerminationByKubelet",
+                    "message": EVICTION_MESSAGE,
+                    "lastTransitionTime": now(),
+                }
+            )
         status = {
             "phase": phase,
             "hostIP": "127.0.0.1",
@@ -609,6 +660,7 @@ class NodeAgent:
                     **({"lastState": pod.last_state} if pod.last_state else {}),
                 }
             ],
+            **({"reason": "Evicted", "message": EVICTION_MESSAGE} if evicted else {}),
         }
         path = resource_path("v1/pods", pod.namespace, pod.name) + "/status"
         code, answer = await self.api.request("PATCH", path, {"status": status}, STRATEGIC)
@@ -641,10 +693,24 @@ class NodeAgent:
                     await pod.process.wait()
         if pod.task is not None:
             pod.task.cancel()
+        if alive and confirm:
+            # The kubelet moves a deleted pod to a terminal phase before it confirms the deletion: the
+            # Job controller (with a podFailurePolicy) counts and replaces a pod only once it is Failed.
+            terminated = self._killed(pod)
+            phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
+            await self._write_status(pod, terminated=terminated, phase=phase)
         if confirm:
             await self._confirm_deletion(pod.body)
         self.pods.pop(pod.body["metadata"]["uid"], None)
         pod_network.unroute(pod.pod_ip)
+
+    @staticmethod
+    def _killed(pod: PodRun) -> dict:
+        """The `terminated` state of a container stopped for its pod's deletion (128 + the signal)."""
+        code = pod.process.returncode if pod.process is not None else 0
+        code = 128 - code if code is not None and code < 0 else code or 0
+        reason = "Completed" if code == 0 else "Error"
+        return {"exitCode": code, "reason": reason, "startedAt": pod.started_at, "finishedAt": now()}
 
     async def _confirm_deletion(self, body: dict) -> None:
         """What the kubelet does once the containers stopped: delete with no grace period, for this
@@ -655,6 +721,8 @@ class NodeAgent:
 
     async def stop(self) -> None:
         """The test is over: no process outlives it (nothing is restarted once this begins)."""
+        if self.logs is not None:
+            self.logs.forget(self.namespace)
         if self._watch is not None:
             self._watch.cancel()
         for pod in self.pods.values():

@@ -93,6 +93,17 @@ def test_trainer_job() -> None:
     assert "nodeSelector" not in job["spec"]["template"]["spec"]
 
 
+def test_the_trainer_gets_shared_memory_for_its_data_loader_workers_sized_to_its_memory_limit() -> None:
+    """Not the container runtime's 64 MiB /dev/shm, where workers passing batches of photos die."""
+    _, job = training_manifests({"resources": {"memory": "12Gi"}})
+    pod = job["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in trainer(job)["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "12Gi"}
+    assert trainer(job)["resources"]["limits"]["memory"] == "12Gi"
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+
+
 def test_gpu_pool_gets_gpu_scheduling_rules_image_and_device() -> None:
     _, job = training_manifests({"resources": {"nodePool": "gpu", "gpu": 2}})
     pod = job["spec"]["template"]["spec"]

@@ -59,12 +59,14 @@ def test_a_run_with_no_output_uri_writes_below_the_s3_base_uri() -> None:
     assert command[command.index("--output") + 1] == "/tmp/artifact"
     assert command[command.index("--artifact-uri") + 1] == "s3://models/crucible/ml/digits/uid-1"
     assert aws_env(container) == S3_ENV
-    # No artifact volume: the spec ConfigMap and the /tmp scratch emptyDir only.
+    # No artifact volume: the spec ConfigMap, the /tmp scratch emptyDir and shared memory only.
     assert [sorted(set(volume) - {"name"}) for volume in pod_of(job)["volumes"]] == [
         ["configMap"],
         ["emptyDir"],
+        ["emptyDir"],
     ]
-    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/etc/crucible", "/tmp"}
+    mount_paths = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert mount_paths == {"/etc/crucible", "/tmp", "/dev/shm"}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     for manifest in (config_map, job):
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)

@@ -42,6 +42,22 @@ def test_job_phases() -> None:
     assert job_phase(job(FAILED)) == "Failed"
 
 
+def test_a_running_run_whose_pod_is_replaced_stays_running_and_says_so() -> None:
+    """An evicted or deleted trainer pod: the Job has none ready until the next one runs, which resumes
+    from the checkpoint; the run does not step back to Pending."""
+    replacing = in_progress_status(job(active=1), 1, None, progress="Final training", was_running=True)
+    patch = replacing.to_patch()
+    assert (patch["phase"], patch["progress"]) == ("Running", "Final training")
+    ready = next(item for item in patch["conditions"] if item["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "TrainerRestarting")
+    assert "resumes from its checkpoint" in ready["message"]
+    unschedulable = {"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+                     "reason": "Unschedulable", "message": "0/2 nodes are available"}]}}  # fmt: skip
+    stuck = in_progress_status(job(active=1), 1, None, [unschedulable], was_running=True).to_patch()
+    assert (stuck["phase"], stuck["reason"]) == ("Running", "Unschedulable: 0/2 nodes are available")
+    assert in_progress_status(job(active=1), 1, None).to_patch()["phase"] == "Pending"  # not started yet
+
+
 def test_the_latest_termination_of_the_trainer_container_wins() -> None:
     def pod(message: str, finished: str) -> dict:
         terminated = {"exitCode": 1, "message": message, "finishedAt": finished}

@@ -139,6 +139,15 @@ def test_platform_settings_are_rendered_under_their_agreed_keys() -> None:
     assert set(operator_config(render({}))) == {"nodePools", "images", "artifacts", "training", "tuning"}
 
 
+def test_how_often_a_trainers_progress_is_read_is_a_chart_value() -> None:
+    training = operator_config(render({"training": {"progressIntervalSeconds": 10}}))["training"]
+    assert training["progressIntervalSeconds"] == 10
+    assert operator_config(render({}))["training"]["progressIntervalSeconds"] == 30
+    assert helm(
+        "template", "crucible", str(CHART), values={"training": {"progressIntervalSeconds": 0}}
+    ).returncode
+
+
 def operator_args(scenario: str) -> list[str]:
     (deployment,) = of_kind(render(SCENARIOS[scenario]), "Deployment")
     return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
