@@ -122,3 +122,22 @@ async def run_phase_changed(
     pinned = deployments_by_run.get((namespace, name), [])
     for deployment in sorted({*pinned, *automatic_deployments.get(namespace, [])}):
         await memo.serving.reconcile(namespace, deployment)
+
+
+@kopf.on.event(*TRAINING_RUNS)
+async def run_deleted(
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    deployments_by_run: kopf.Index,
+    automatic_deployments: kopf.Index,
+    memo: kopf.Memo,
+    **_: object,
+) -> None:
+    """A run was deleted: a ModelDeployment serving it says so (ModelAvailable False, an Event) and keeps
+    its servers; one that picks its own model picks the next best run. (No finalizer waits for this.)"""
+    if event.get("type") != "DELETED":
+        return
+    pinned = deployments_by_run.get((namespace, name), [])
+    for deployment in sorted({*pinned, *automatic_deployments.get(namespace, [])}):
+        await memo.serving.reconcile(namespace, deployment)
