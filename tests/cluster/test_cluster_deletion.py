@@ -18,7 +18,7 @@ import yaml
 
 from crucible.operator.main import KOPF_FINALIZER
 from tests.conftest import FAST_SPEC
-from tests.operator.e2e import DEPLOYMENTS, RUNS, run_phase, status_of
+from tests.operator.e2e import DEPLOYMENTS, RUNS, condition_of, run_phase, status_of
 from tests.operator.fake_cluster import eventually
 from tests.operator.kube_api import resource_path
 from tests.operator.node_agent import NodeAgent
@@ -224,3 +224,66 @@ async def test_an_older_operators_kopf_finalizer_is_removed_by_the_new_one(
         ]
 
     await eventually(lambda: not finalizers_left(), 30, "the old finalizers removed")
+
+
+@pytest.mark.slow
+async def test_deleting_the_served_training_run_is_said_and_a_selector_picks_the_next_best(
+    cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent
+) -> None:
+    await train(cluster, instant_kubelet, "best", 0.95)
+    await train(cluster, instant_kubelet, "second", 0.90)
+    await cluster.create_resource("ModelDeployment", "pinned", {"model": {"trainingRun": "best"}})
+    picking = {"model": {"selector": {"matchLabels": LABELS}}, "rollout": {"strategy": "RollingUpdate"}}
+    await cluster.create_resource("ModelDeployment", "picker", picking)
+
+    def served(name: str) -> str | None:
+        return (status_of(cluster, DEPLOYMENTS, name).get("currentModel") or {}).get("trainingRun")
+
+    def ready(name: str) -> dict:
+        return condition_of(status_of(cluster, DEPLOYMENTS, name), "Ready")
+
+    for name in ("pinned", "picker"):
+        await eventually(
+            lambda name=name: served(name) == "best" and ready(name).get("status") == "True", 30, name
+        )
+    servers = cluster.get(SERVERS, "pinned-stable")
+
+    await cluster.delete_resource("TrainingRun", "best")
+
+    # The pinned one says its run is gone, in a condition and an Event, and keeps serving it: the
+    # artifact is still there and a working server is never torn down for a deleted object.
+    def model_deleted() -> dict:
+        gone = condition_of(status_of(cluster, DEPLOYMENTS, "pinned"), "ModelAvailable")
+        return gone if gone.get("reason") == "ModelDeleted" else {}
+
+    gone = await eventually(model_deleted, 20, "pinned says its model's run was deleted")
+    assert gone["status"] == "False" and gone["message"].startswith("TrainingRun best was deleted;")
+    assert served("pinned") == "best" and ready("pinned")["status"] == "True"
+
+    def event_of(name: str, reason: str) -> dict | None:
+        return next(
+            (
+                event
+                for event in cluster.objects_of("v1/events").values()
+                if event["involvedObject"]["name"] == name and event["reason"] == reason
+            ),
+            None,
+        )
+
+    event = await eventually(lambda: event_of("pinned", "ModelDeleted"), 10, "a ModelDeleted Event")
+    assert event["type"] == "Warning" and "TrainingRun best was deleted" in event["message"]
+    await asyncio.sleep(2)  # ticks, resyncs and Deployment events come and go: the servers stay as they are
+    after = cluster.get(SERVERS, "pinned-stable")
+    assert after["spec"] == servers["spec"]
+    assert after["metadata"]["generation"] == servers["metadata"]["generation"]
+    assert len(instant_kubelet.pods_of("pinned-stable")) == 1
+
+    # The one that picks its model promotes the next best passing run, the usual way.
+    await eventually(
+        lambda: served("picker") == "second" and ready("picker").get("status") == "True", 30, "next"
+    )
+    status = status_of(cluster, DEPLOYMENTS, "picker")
+    assert [(h["action"], h["trainingRun"], h["previous"]) for h in status["history"]] == [
+        ("Promoted", "second", "best")
+    ]
+    assert condition_of(status, "ModelAvailable") == {}  # it serves a run that exists again
