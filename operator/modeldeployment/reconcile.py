@@ -1,10 +1,10 @@
 """ModelDeployment -> server Deployments (stable, canary), Service and PodDisruptionBudget, for a run that
 passed its gates (sources.py picks it, rollout/ puts it into service).
 
-Events that lead here: the ModelDeployment changed, a TrainingRun it may serve changed, one of its
-Deployments' status changed, or its rollout timer ticked. Each reconciles the whole ModelDeployment
-from fresh reads, one at a time per ModelDeployment, so the status written last always reflects the
-latest state.
+Events that lead here: the ModelDeployment changed, a TrainingRun it may serve changed or was deleted,
+one of its Deployments' status changed, or main.py's periodic loops (the rollout tick, the resync).
+Each reconciles the whole ModelDeployment from fresh reads, one at a time per ModelDeployment, so the
+status written last always reflects the latest state.
 """
 
 from __future__ import annotations

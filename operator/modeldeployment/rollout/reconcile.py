@@ -1,7 +1,7 @@
 """Putting a chosen model into service: in place (RollingUpdate), or through a canary Deployment beside
 the stable one, analysed from the candidate pods' /metrics at every step, then promoted or rolled back.
 
-The state of the canary lives in status.canary, so each reconcile (a timer tick, a Deployment's status
+The state of the canary lives in status.canary, so each reconcile (a rollout tick, a Deployment's status
 change, a restart) carries on where the last one stopped. Only children and status are written.
 """
 
