@@ -8,13 +8,17 @@ leaves it as its filter stops matching or as it is deleted.
 
 One step at a time per object (a slow step skips the ticks it overlaps), steps of different objects run
 side by side, and a failed step is logged and retried after a back-off that doubles up to a cap.
+
+A step runs in the context kopf indexed its object in (`indexed`), as a kopf timer would: `kopf.event`
+finds kopf's queue of Events only there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 Key = tuple[str, str]
@@ -23,13 +27,27 @@ Step = Callable[[str, str], Awaitable[object]]
 logger = logging.getLogger(__name__)
 
 
+def indexed(namespace: str, name: str) -> dict[Key, contextvars.Context]:
+    """An index handler's entry for an object to step: its key, and the context kopf handles it in."""
+    return {(namespace, name): contextvars.copy_context()}
+
+
+def _context_of(entry: object) -> contextvars.Context | None:
+    """The context an index entry carries (a kopf index holds a collection of values per key)."""
+    if isinstance(entry, contextvars.Context):
+        return entry.copy()
+    if isinstance(entry, Iterable) and not isinstance(entry, str | bytes):
+        return next((item.copy() for item in entry if isinstance(item, contextvars.Context)), None)
+    return None
+
+
 @dataclass
 class Periodic:
-    """`step(namespace, name)` every `interval` seconds for each key of `keys` (a live kopf index)."""
+    """`step(namespace, name)` every `interval` seconds for each key of `index` (a live kopf index)."""
 
     what: str  # for the log: "rollout tick", "tuning step"
     interval: float
-    keys: Iterable[Key]
+    index: Mapping[Key, object]
     step: Step
     backoff: float = 10.0
     max_backoff: float = 300.0
@@ -46,14 +64,15 @@ class Periodic:
         try:
             while True:
                 await asyncio.sleep(self.interval)
-                wanted = set(self.keys)
+                wanted = dict(self.index.items())
                 for key in list(self._failures):  # gone from the index: forget its back-off
                     if key not in wanted:
                         self._failures.pop(key, None)
                         self._due.pop(key, None)
                 for key in sorted(wanted):
                     if key not in self._running and self._due.get(key, 0.0) <= loop.time():
-                        self._running[key] = asyncio.create_task(self._once(key))
+                        context = _context_of(wanted[key])
+                        self._running[key] = asyncio.create_task(self._once(key), context=context)
         finally:
             steps = list(self._running.values())
             for task in steps:

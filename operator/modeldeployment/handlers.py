@@ -7,6 +7,7 @@ import kopf
 
 from crucible.operator.kube import naming
 from crucible.operator.kube.ownership import controller_of
+from crucible.operator.kube.periodic import indexed
 from crucible.operator.kube.resources import MODEL_DEPLOYMENTS, RETRY_BACKOFF, TUNING_JOBS
 
 ROLLOUT_TICK = 2  # seconds; analysis reads metrics only every spec.rollout.analysis.interval
@@ -41,7 +42,7 @@ def deployments_rolling_out(namespace: str, name: str, status: kopf.Status, **_:
     (analyse, then advance, promote or roll back). An index and the operator's own loop, not a kopf
     timer: a timer would put kopf's finalizer on the ModelDeployment (kube/periodic.py)."""
     rolling = status.get("canary") or status.get("candidateModel")
-    return {(namespace, name): True} if rolling else None
+    return indexed(namespace, name) if rolling else None
 
 
 @kopf.index(*MODEL_DEPLOYMENTS)
@@ -51,7 +52,7 @@ def deployments_picking(namespace: str, name: str, spec: kopf.Spec, **_: object)
     operator was away)."""
     model = spec.get("model") or {}
     picks = model.get("selector") is not None or bool(model.get("tuningJob"))
-    return {(namespace, name): True} if picks else None
+    return indexed(namespace, name) if picks else None
 
 
 @kopf.on.resume(*MODEL_DEPLOYMENTS, backoff=RETRY_BACKOFF)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import kopf
 
+from crucible.operator.kube.periodic import indexed
 from crucible.operator.kube.resources import RETRY_BACKOFF, TUNING_JOBS
 
 TUNING_INTERVAL = 5
@@ -16,7 +17,7 @@ def searching_jobs(namespace: str, name: str, status: kopf.Status, **_: object) 
     """TuningJobs still searching: main.py steps these every TUNING_INTERVAL seconds to catch up with the
     study and the children (the timeout, a search resumed after a restart). An index and the operator's
     own loop, not a kopf timer: a timer would put kopf's finalizer on the TuningJob (kube/periodic.py)."""
-    return {(namespace, name): True} if status.get("phase") not in ("Succeeded", "Failed") else None
+    return indexed(namespace, name) if status.get("phase") not in ("Succeeded", "Failed") else None
 
 
 @kopf.on.resume(*TUNING_JOBS, backoff=RETRY_BACKOFF)

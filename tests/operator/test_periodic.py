@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
-from crucible.operator.kube.periodic import Periodic
+from crucible.operator.kube.periodic import Periodic, indexed
 
 TICK = 0.01
 
@@ -85,3 +86,26 @@ async def test_cancelling_the_loop_cancels_the_steps_under_way() -> None:
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
     assert cancelled.is_set() and loop.cancelled()
+
+
+HANDLED = contextvars.ContextVar("handled")
+
+
+async def test_a_step_runs_in_the_context_its_object_was_indexed_in() -> None:
+    # What kopf sets while it handles an object (its queue of Events, for kopf.event) and what the index
+    # entry keeps: the step sees it, as a kopf timer's handler would.
+    def index_handler() -> dict:
+        HANDLED.set("ns/a")
+        return indexed("ns", "a")
+
+    index = {key: [entry] for key, entry in contextvars.copy_context().run(index_handler).items()}
+    seen = []
+
+    async def step(namespace: str, name: str) -> None:
+        seen.append(HANDLED.get(None))
+
+    loop = Periodic("test", TICK, index, step).start()
+    await asyncio.sleep(TICK * 5)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    assert seen and set(seen) == {"ns/a"} and HANDLED.get(None) is None
