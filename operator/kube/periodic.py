@@ -88,7 +88,14 @@ class Periodic:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
             self._due[key] = asyncio.get_running_loop().time() + delay
-            logger.warning("%s of %s/%s failed, again in %.0f s: %s", self.what, *key, delay, error)
+            logger.warning(
+                "%s of %s/%s failed, again in %.0f s: %s: %s",
+                self.what,
+                *key,
+                delay,
+                type(error).__name__,
+                error,
+            )
         else:
             self._failures.pop(key, None)
             self._due.pop(key, None)

@@ -188,9 +188,13 @@ def serving_status(
         available += available_replicas(canary.deployment)
         tracks = (deployment, canary.deployment)
         if complete:
+            # At a weight of 100 the stable track still keeps one replica: more than spec.replicas serve.
             on_canary = available_replicas(canary.deployment)
+            counted = (
+                f"{available} of {intended}" if available <= intended else f"{available} ({intended} wanted)"
+            )
             message = (
-                f"{available} of {intended} replicas are available "
+                f"{counted} replicas are available "
                 f"({available - on_canary} on {model.training_run}, {on_canary} on the canary {canary.run})"
             )
         else:

@@ -61,6 +61,17 @@ def test_during_a_canary_the_replicas_of_both_tracks_count_against_spec_replicas
     assert find(patch["conditions"], "Progressing")["reason"] == "RolloutComplete"
 
 
+def test_at_a_weight_of_100_the_stable_replica_that_stays_is_counted_too() -> None:
+    stable, canary = deployment("md-stable", 1, 1), deployment("md-canary", 2, 2)
+    patch = status_of(md(replicas=2), stable, 1, canary=Track(canary, 2, "better"), capacity=2)
+    assert (patch["replicas"], patch["availableReplicas"]) == (3, 3)
+    assert ready_of(patch) == (
+        "True",
+        "ServingModel",
+        "3 (2 wanted) replicas are available (1 on base, 2 on the canary better)",
+    )
+
+
 def test_while_the_canary_replica_starts_the_stable_track_keeps_full_capacity() -> None:
     # The stable track gives up a replica only once the canary's is available: 4 stable, 1 canary starting.
     stable, canary = deployment("md-stable", 4, 4), deployment("md-canary", 1, 0)
