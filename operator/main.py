@@ -20,21 +20,36 @@ from crucible.operator.config import load_config
 from crucible.operator.kube import auth
 from crucible.operator.kube.client import Kube
 from crucible.operator.kube.ownership import controller_of
+from crucible.operator.kube.periodic import Periodic
 from crucible.operator.kube.resources import RETRY_BACKOFF, TRAINING_RUNS
 from crucible.operator.modeldeployment import handlers as _modeldeployment_handlers  # noqa: F401
+from crucible.operator.modeldeployment.handlers import RESYNC_INTERVAL, ROLLOUT_TICK
 from crucible.operator.modeldeployment.reconcile import Serving
 from crucible.operator.trainingrun import handlers as _trainingrun_handlers  # noqa: F401
 from crucible.operator.trainingrun.reconcile import Training
 from crucible.operator.tuningjob import handlers as _tuningjob_handlers  # noqa: F401
+from crucible.operator.tuningjob.handlers import TUNING_INTERVAL
 from crucible.operator.tuningjob.reconcile import Tuning
+
+# Never added by this operator (no timers, daemons or deletion handlers: deleting never waits on it). Named
+# so that kopf removes the one an older operator's timers left on an object as soon as it sees the object.
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 @kopf.on.startup()
 async def configure(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, running_runs: kopf.Index, **_: object
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    running_runs: kopf.Index,
+    deployments_rolling_out: kopf.Index,
+    deployments_picking: kopf.Index,
+    searching_jobs: kopf.Index,
+    **_: object,
 ) -> None:
     """Our own annotations for kopf's bookkeeping, our own Events, the services handlers call, and the
-    reader of running trainers' logs (status.progress), which follows the live index of running runs."""
+    operator's periodic loops over the live indexes (kube/periodic.py): running trainers' logs into
+    status.progress, canary ticks, model picking's resync, and searching TuningJobs."""
+    settings.persistence.finalizer = KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
@@ -47,7 +62,16 @@ async def configure(
     memo.training = Training(kube, config)
     memo.serving = Serving(kube, config)
     memo.tuning = Tuning(kube, config)
-    memo.progress_reader = asyncio.create_task(memo.training.follow_progress(running_runs))
+    progress_interval = config.training.progress_interval_seconds
+    memo.loops = [
+        Periodic(what, interval, keys, step, backoff=RETRY_BACKOFF).start()
+        for what, interval, keys, step in (
+            ("progress", progress_interval, running_runs, memo.training.refresh_progress),
+            ("rollout tick", ROLLOUT_TICK, deployments_rolling_out, memo.serving.reconcile),
+            ("model resync", RESYNC_INTERVAL, deployments_picking, memo.serving.reconcile),
+            ("tuning step", TUNING_INTERVAL, searching_jobs, memo.tuning.reconcile_named),
+        )
+    ]
 
 
 @kopf.on.login()
@@ -66,8 +90,13 @@ async def login(
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: object) -> None:
-    if "progress_reader" in memo:
-        memo.progress_reader.cancel()
+    """The periodic loops stop first (a step under way is cancelled), then what their steps use."""
+    loops = memo.get("loops", [])
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    if "tuning" in memo:
+        await asyncio.to_thread(memo.tuning.close)
     await memo.kube.close()
 
 
@@ -90,6 +119,25 @@ async def run_phase_changed(
     owner = controller_of(dict(body), "TuningJob")
     if owner is not None:
         await memo.tuning.reconcile_named(namespace, owner)
+    pinned = deployments_by_run.get((namespace, name), [])
+    for deployment in sorted({*pinned, *automatic_deployments.get(namespace, [])}):
+        await memo.serving.reconcile(namespace, deployment)
+
+
+@kopf.on.event(*TRAINING_RUNS)
+async def run_deleted(
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    deployments_by_run: kopf.Index,
+    automatic_deployments: kopf.Index,
+    memo: kopf.Memo,
+    **_: object,
+) -> None:
+    """A run was deleted: a ModelDeployment serving it says so (ModelAvailable False, an Event) and keeps
+    its servers; one that picks its own model picks the next best run. (No finalizer waits for this.)"""
+    if event.get("type") != "DELETED":
+        return
     pinned = deployments_by_run.get((namespace, name), [])
     for deployment in sorted({*pinned, *automatic_deployments.get(namespace, [])}):
         await memo.serving.reconcile(namespace, deployment)

@@ -7,6 +7,7 @@ import kopf
 
 from crucible.operator.kube import naming
 from crucible.operator.kube.ownership import controller_of
+from crucible.operator.kube.periodic import indexed
 from crucible.operator.kube.resources import MODEL_DEPLOYMENTS, RETRY_BACKOFF, TUNING_JOBS
 
 ROLLOUT_TICK = 2  # seconds; analysis reads metrics only every spec.rollout.analysis.interval
@@ -35,25 +36,23 @@ async def offer_best_trial(
         await memo.serving.reconcile(namespace, deployment)
 
 
-def rollout_in_progress(status: kopf.Status, **_: object) -> bool:
-    return bool(status.get("canary") or status.get("candidateModel"))
+@kopf.index(*MODEL_DEPLOYMENTS)
+def deployments_rolling_out(namespace: str, name: str, status: kopf.Status, **_: object) -> dict | None:
+    """A canary runs or a candidate awaits approval: main.py steps these every ROLLOUT_TICK seconds
+    (analyse, then advance, promote or roll back). An index and the operator's own loop, not a kopf
+    timer: a timer would put kopf's finalizer on the ModelDeployment (kube/periodic.py)."""
+    rolling = status.get("canary") or status.get("candidateModel")
+    return indexed(namespace, name) if rolling else None
 
 
-@kopf.timer(*MODEL_DEPLOYMENTS, interval=ROLLOUT_TICK, when=rollout_in_progress)
-async def step_rollout(namespace: str, name: str, memo: kopf.Memo, **_: object) -> None:
-    """A canary runs or a candidate awaits approval: analyse, then advance, promote or roll back."""
-    await memo.serving.reconcile(namespace, name)
-
-
-def picks_its_model(spec: kopf.Spec, **_: object) -> bool:
+@kopf.index(*MODEL_DEPLOYMENTS)
+def deployments_picking(namespace: str, name: str, spec: kopf.Spec, **_: object) -> dict | None:
+    """ModelDeployments that pick their own model: main.py reconciles these every RESYNC_INTERVAL
+    seconds, a safety net for missed events (relabelled runs, a TuningJob that changed while the
+    operator was away)."""
     model = spec.get("model") or {}
-    return model.get("selector") is not None or bool(model.get("tuningJob"))
-
-
-@kopf.timer(*MODEL_DEPLOYMENTS, interval=RESYNC_INTERVAL, when=picks_its_model)
-async def resync_candidates(namespace: str, name: str, memo: kopf.Memo, **_: object) -> None:
-    """A safety net for missed events: relabelled runs, a TuningJob that changed while we were away."""
-    await memo.serving.reconcile(namespace, name)
+    picks = model.get("selector") is not None or bool(model.get("tuningJob"))
+    return indexed(namespace, name) if picks else None
 
 
 @kopf.on.resume(*MODEL_DEPLOYMENTS, backoff=RETRY_BACKOFF)

@@ -1,10 +1,10 @@
 """ModelDeployment -> server Deployments (stable, canary), Service and PodDisruptionBudget, for a run that
 passed its gates (sources.py picks it, rollout/ puts it into service).
 
-Events that lead here: the ModelDeployment changed, a TrainingRun it may serve changed, one of its
-Deployments' status changed, or its rollout timer ticked. Each reconciles the whole ModelDeployment
-from fresh reads, one at a time per ModelDeployment, so the status written last always reflects the
-latest state.
+Events that lead here: the ModelDeployment changed, a TrainingRun it may serve changed or was deleted,
+one of its Deployments' status changed, or main.py's periodic loops (the rollout tick, the resync).
+Each reconciles the whole ModelDeployment from fresh reads, one at a time per ModelDeployment, so the
+status written last always reflects the latest state.
 """
 
 from __future__ import annotations
@@ -19,13 +19,19 @@ from crucible.api.status import ModelDeploymentStatus, ServedModel
 from crucible.operator.config import OperatorConfig
 from crucible.operator.kube import naming
 from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.conditions import find
 from crucible.operator.kube.ownership import unchanged
 from crucible.operator.modeldeployment.plan import check_serving_spec
 from crucible.operator.modeldeployment.rollout.promotion import NOT_SIGNIFICANT
 from crucible.operator.modeldeployment.rollout.reconcile import Rollout
 from crucible.operator.modeldeployment.rollout.status import held_back
-from crucible.operator.modeldeployment.sources import wanted
-from crucible.operator.modeldeployment.status import not_served_status
+from crucible.operator.modeldeployment.sources import Wanted, wanted
+from crucible.operator.modeldeployment.status import (
+    MODEL_AVAILABLE,
+    MODEL_DELETED,
+    not_served_status,
+    with_model_deleted,
+)
 
 
 def deployment_ref(namespace: str, name: str) -> Ref:
@@ -46,6 +52,8 @@ class Serving:
             if body is None:
                 return None
             status, error = await self._converge(body)
+            if await self._served_run_deleted(namespace, status):
+                status = with_model_deleted(body, status)
             previous = body.get("status") or {}
             patch = status.to_patch()
             if not unchanged(previous, patch):
@@ -66,6 +74,10 @@ class Serving:
         )
         rejected = list(previous.get("rejected") or [])
         want = await wanted(self.kube, namespace, spec, current, rejected, self.config.promotion)
+        served = current.training_run if current else None
+        if want.reason == "TrainingRunNotFound" and served and spec.model.training_run == served:
+            # The pinned run that is served was deleted: its servers keep serving (with_model_deleted).
+            want = Wanted(current, want.reason, want.message, pinned=True)
         if want.model is None:
             return not_served_status(body, want.reason, want.message, await self.kube.get(servers)), None
         try:
@@ -79,9 +91,17 @@ class Serving:
             deployment = await self.kube.get(servers)
             return not_served_status(body, "ArtifactNotServable", str(error), deployment), None
 
+    async def _served_run_deleted(self, namespace: str, status: ModelDeploymentStatus) -> bool:
+        """Whether the TrainingRun of the model the servers run is gone (its artifact is not)."""
+        if status.current_model is None:
+            return False
+        run = Ref(naming.API_VERSION_STRING, "TrainingRun", namespace, status.current_model.training_run)
+        return await self.kube.get(run) is None
+
     @staticmethod
     def _announce(body: dict, previous: dict, status: ModelDeploymentStatus) -> None:
-        """An Event when the served model or the readiness verdict changes, not on every status write."""
+        """An Event when the served model, the readiness verdict or the served run's existence changes,
+        not on every status write."""
         before = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
         ready, progressing = status.conditions[:2]
         model = status.current_model.training_run if status.current_model else None
@@ -92,6 +112,10 @@ class Serving:
                 reason="ModelDeployed",
                 message=f"rolling out the model of TrainingRun {model}",
             )
+        gone = next((item for item in status.conditions if item.type == MODEL_AVAILABLE), None)
+        was_gone = (find(previous.get("conditions"), MODEL_AVAILABLE) or {}).get("status") == "False"
+        if gone is not None and not was_gone:
+            kopf.event(body, type="Warning", reason=MODEL_DELETED, message=gone.message)
         if (before.get("status"), before.get("reason")) != (ready.status, ready.reason):
             stuck = ready.status != "True" and progressing.status != "True"
             kind = "Warning" if stuck else "Normal"

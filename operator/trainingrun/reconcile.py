@@ -7,18 +7,15 @@ invalid spec, where no Job exists to report anything.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterable
 
-import aiohttp
 import kopf
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.status import TrainingRunStatus
 from crucible.operator.config import OperatorConfig
 from crucible.operator.kube import naming
-from crucible.operator.kube.client import ApiError, Kube, Ref
+from crucible.operator.kube.client import Kube, Ref
 from crucible.operator.kube.ownership import controller_of, controller_uid, uid, unchanged
 from crucible.operator.trainingrun.manifests import CONTAINER, training_children
 from crucible.operator.trainingrun.plan import plan_training
@@ -163,19 +160,10 @@ class Training:
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
         )
 
-    async def follow_progress(self, running: Iterable[tuple[str, str]]) -> None:
-        """Forever: every progressIntervalSeconds, read each running run's trainer log into its
-        status.progress. `running` is the live index of (namespace, name) of runs in phase Running.
-        The result itself still comes only from the termination message; this is for people."""
-        while True:
-            await asyncio.sleep(self.config.training.progress_interval_seconds)
-            for namespace, name in list(running):
-                try:
-                    await self.refresh_progress(namespace, name)
-                except (ApiError, aiohttp.ClientError, TimeoutError) as error:
-                    logger.debug("no progress for %s/%s: %s", namespace, name, error)
-
     async def refresh_progress(self, namespace: str, name: str) -> None:
+        """Read a running run's trainer log into its status.progress (main.py calls this every
+        progressIntervalSeconds for each run of the `running_runs` index). The result itself still
+        comes only from the termination message; this is for people."""
         ref = Ref(naming.API_VERSION_STRING, "TrainingRun", namespace, name)
         run = await self.kube.get(ref)
         status = (run or {}).get("status") or {}

@@ -1,19 +1,23 @@
 """When kopf calls into a TuningJob's reconciler (reconcile.py): a study whose trials are child
-TrainingRuns. Every handler runs the same reconcile step; one TuningJob's steps never overlap."""
+TrainingRuns. Every handler runs the same reconcile step; one TuningJob's steps never overlap. (main.py
+closes the study proxy at shutdown, once the periodic steps stopped.)"""
 
 from __future__ import annotations
 
-import asyncio
-
 import kopf
 
+from crucible.operator.kube.periodic import indexed
 from crucible.operator.kube.resources import RETRY_BACKOFF, TUNING_JOBS
 
 TUNING_INTERVAL = 5
 
 
-def is_searching(status: dict, **_: object) -> bool:
-    return status.get("phase") not in ("Succeeded", "Failed")
+@kopf.index(*TUNING_JOBS)
+def searching_jobs(namespace: str, name: str, status: kopf.Status, **_: object) -> dict | None:
+    """TuningJobs still searching: main.py steps these every TUNING_INTERVAL seconds to catch up with the
+    study and the children (the timeout, a search resumed after a restart). An index and the operator's
+    own loop, not a kopf timer: a timer would put kopf's finalizer on the TuningJob (kube/periodic.py)."""
+    return indexed(namespace, name) if status.get("phase") not in ("Succeeded", "Failed") else None
 
 
 @kopf.on.resume(*TUNING_JOBS, backoff=RETRY_BACKOFF)
@@ -24,15 +28,3 @@ async def start_tuning(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
     error = await memo.tuning.reconcile(body)
     if error is not None:
         raise kopf.PermanentError(str(error))
-
-
-@kopf.timer(*TUNING_JOBS, interval=TUNING_INTERVAL, when=is_searching, backoff=RETRY_BACKOFF)
-async def advance_tuning(body: kopf.Body, memo: kopf.Memo, **_: object) -> None:
-    """Catch up with the study and the children: the timeout, and a search resumed after a restart."""
-    await memo.tuning.reconcile(body)
-
-
-@kopf.on.cleanup()
-async def stop_study_proxy(memo: kopf.Memo, **_: object) -> None:
-    if "tuning" in memo:
-        await asyncio.to_thread(memo.tuning.close)

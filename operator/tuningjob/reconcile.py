@@ -1,6 +1,6 @@
 """TuningJob -> an Optuna study and its trials as child TrainingRuns.
 
-One reconcile step, run by the TuningJob's handlers, its timer, and every phase change of a child:
+One reconcile step, run by the TuningJob's handlers, its periodic step, and every phase change of a child:
 tell the study how finished trials ended, create the children of trials asked for but not created
 yet, ask new trials while the budget allows, and write the status. Every fact lives in the study or
 in the children's deterministic names, and a trial is recorded in the study (asked) before its child

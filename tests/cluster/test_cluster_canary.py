@@ -159,10 +159,12 @@ async def watch_canary(
     rows: list[tuple],
     endpoints: list[int],
     at: list[float] | None = None,
+    analysed: list[tuple] | None = None,
 ) -> None:
     """Record each (step, weight, phase) the ModelDeployment's status shows, each distinct row of
     `kubectl get md` (its Ready, Model, Candidate and Canary columns), and how many ready endpoints
-    its Service has."""
+    its Service has; in `analysed`, each distinct (Canary, Available) of `kubectl get md -o wide`
+    while a step is analysed."""
     while True:
         backends = services.backends(cluster.namespace, naming.service_name(MD))
         endpoints.append(len(backends) if isinstance(backends, list) else 0)
@@ -175,6 +177,9 @@ async def watch_canary(
                 if at is not None:
                     at.append(time.monotonic())
         row = printer_row(body)
+        wide = (row["Canary"], row["Available"])
+        if analysed is not None and canary and canary["phase"] == "Analysing" and wide not in analysed:
+            analysed.append(wide)
         columns = tuple(row[name] for name in COLUMNS)
         if not rows or rows[-1] != columns:
             rows.append(columns)
@@ -198,7 +203,8 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     at: list[float] = []
     rows: list[tuple] = []
     endpoints: list[int] = []
-    watcher = asyncio.create_task(watch_canary(cluster, services, seen, rows, endpoints, at))
+    wide: list[tuple] = []
+    watcher = asyncio.create_task(watch_canary(cluster, services, seen, rows, endpoints, at, wide))
     try:
         # Neither a run that is not better by minImprovement nor one that failed a gate is deployed.
         await train(cluster, serving_kubelet, "worse", 0.905, models["better"])
@@ -248,6 +254,9 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     assert ("True", "base", "better", 50) in rows and ("True", "base", "better", 100) in rows
     assert rows[-1] == ("True", "better", None, None)
     assert {row[0] for row in rows} == {"True"}  # Ready throughout: serving never stopped
+    # Under analysis every replica of both tracks counts: 1 stable and 1 canary at 50%; at 100% the
+    # stable track keeps its one replica beside the 2 of the canary.
+    assert set(wide) == {(50, 2), (100, 3)}, wide
     status = status_of(cluster, DEPLOYMENTS, MD)
     assert [(h["action"], h["trainingRun"], h["previous"]) for h in status["history"]] == [
         ("Promoted", "better", "base")
@@ -287,6 +296,8 @@ async def test_a_canary_that_fails_under_load_is_rolled_back_and_the_stable_mode
     # The poller uses the stable-only Service; the load goes where users' traffic goes.
     poller = Traffic(await services.url(f"{MD}-stable"), MD, payload, pause=0.05).start()
     load = Traffic(await services.url(f"{MD}-server"), MD, payload, concurrency=2, pause=0.02).start()
+    rows: list[tuple] = []
+    watcher = asyncio.create_task(watch_canary(cluster, services, [], rows, []))
     try:
         await train(cluster, serving_kubelet, "broken", 0.99, models["broken"])
         await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary"), 20, "canary created")
@@ -302,6 +313,7 @@ async def test_a_canary_that_fails_under_load_is_rolled_back_and_the_stable_mode
         rolled_back_at = time.monotonic()
         await asyncio.sleep(4)  # ticks and resyncs come and go: the rejected candidate is not retried
     finally:
+        watcher.cancel()
         await poller.stop()
         await load.stop()
 
@@ -317,6 +329,8 @@ async def test_a_canary_that_fails_under_load_is_rolled_back_and_the_stable_mode
     assert degraded["status"] == "True" and "broken was rolled back: error rate" in degraded["message"]
     assert status["rejected"] == ["broken"] and current(cluster) == "base"
     assert cluster.get(SERVERS, f"{MD}-canary") is None
+    # Ready throughout: while the stable track regained the canary's replica after the rollback too.
+    assert {row[0] for row in rows} == {"True"}, rows
     # The canary's errors were real 500s under load, and the stable model answered every poll.
     assert any(answer.status == 500 and "non-finite" in answer.detail for answer in load.failures)
     assert len(poller.answers) > 50 and poller.failures == []

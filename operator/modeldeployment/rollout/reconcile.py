@@ -1,7 +1,7 @@
 """Putting a chosen model into service: in place (RollingUpdate), or through a canary Deployment beside
 the stable one, analysed from the candidate pods' /metrics at every step, then promoted or rolled back.
 
-The state of the canary lives in status.canary, so each reconcile (a timer tick, a Deployment's status
+The state of the canary lives in status.canary, so each reconcile (a rollout tick, a Deployment's status
 change, a restart) carries on where the last one stopped. Only children and status are written.
 """
 
@@ -41,7 +41,14 @@ from crucible.operator.modeldeployment.rollout.status import (
     recovered,
     with_promotion,
 )
-from crucible.operator.modeldeployment.status import available_replicas, rollout_state, serving_status
+from crucible.operator.modeldeployment.status import (
+    Track,
+    available_replicas,
+    restoring_capacity,
+    rollout_state,
+    serving_status,
+    was_ready,
+)
 
 SCRAPE_TIMEOUT = 3
 
@@ -124,7 +131,10 @@ class Rollout:
         service, url = await self._front(body, model)
         if (body.get("status") or {}).get("canary"):
             await self._remove_canary(body)  # a canary whose candidate is no longer wanted
-        return with_promotion(body, serving_status(body, model, stable, service, url, replicas))
+        served = ((body.get("status") or {}).get("currentModel") or {}).get("trainingRun")
+        restoring = restoring_capacity(body) and served == model.training_run
+        status = serving_status(body, model, stable, service, url, replicas, restoring=restoring)
+        return with_promotion(body, status)
 
     async def _canary(
         self, body: dict, spec: ModelDeploymentSpec, current: ServedModel, target: ServedModel
@@ -147,7 +157,10 @@ class Rollout:
         if ready and scrape_due(state, spec.rollout, moment):
             sample = await self._scrape(body, target.training_run)
         decision = tick(state, spec.rollout, moment, ready, sample)
-        status = serving_status(body, current, stable, service, url, stable_replicas)
+        track = Track(canary, canary_replicas, target.training_run)
+        status = serving_status(
+            body, current, stable, service, url, stable_replicas, track, capacity=spec.replicas
+        )
         if decision.action == ROLLBACK:
             return await self._roll_back(body, spec, current, target, decision.reason, decision.message)
         if decision.action == PROMOTE:
@@ -175,9 +188,9 @@ class Rollout:
         service, url = await self._front(body, target)
         done = rollout_state(stable, spec.replicas)[0]
         if not done:
-            canary = await self.kube.get(self._canary_ref(body))
-            also = available_replicas(canary)  # the canary serves beside it until the end
-            status = serving_status(body, current, stable, service, url, spec.replicas, also)
+            # The canary serves beside it until the end, and goes then: it should have no replicas.
+            canary = Track(await self.kube.get(self._canary_ref(body)), 0, target.training_run)
+            status = serving_status(body, current, stable, service, url, spec.replicas, canary)
             message = f"promoting {target.training_run}: the stable track is rolling to it"
             return with_promotion(body, status, candidate=target, canary=state, extra=[progressing(message)])
         await self._remove_canary(body)
@@ -212,7 +225,8 @@ class Rollout:
         rejected = sorted({*(previous.get("rejected") or []), target.training_run})
         history = history_with(previous, "RolledBack", target.training_run, current.training_run, reason, why)
         kopf.event(body, type="Warning", reason="CanaryRolledBack", message=f"{target.training_run}: {why}")
-        status = serving_status(body, current, stable, service, url, spec.replicas)
+        # Ready stays as it was while the stable track regains the canary's replicas (it serves meanwhile).
+        status = serving_status(body, current, stable, service, url, spec.replicas, restoring=was_ready(body))
         extra = [degraded(target.training_run, why)]
         return with_promotion(body, status, history=history, rejected=rejected, extra=extra)
 
