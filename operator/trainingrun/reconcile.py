@@ -15,7 +15,7 @@ from crucible.api.manifest import InvalidSpec
 from crucible.api.status import TrainingRunStatus
 from crucible.operator.config import OperatorConfig
 from crucible.operator.kube import naming
-from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.client import ApiError, Kube, Ref
 from crucible.operator.kube.ownership import controller_of, controller_uid, uid, unchanged
 from crucible.operator.trainingrun.manifests import CONTAINER, training_children
 from crucible.operator.trainingrun.plan import plan_training
