@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
-from crucible.api.manifest import InvalidSpec, parse_spec
+from crucible.api.manifest import InvalidSpec, load_file, parse_spec
 from crucible.api.result import TrainResult
 from crucible.api.trainingrun import DatasetSpec
 from crucible.compare import comparability_problems, fingerprint_problems
@@ -22,6 +23,7 @@ from crucible.trainer.imaging import open_rgb
 from crucible.trainer.pipeline import Pipeline, Transform
 from crucible.trainer.sources import held_out_copies, load_sources, record_counts, training_side
 from crucible.trainer.survey import survey
+from tests.cli import run_crucible
 from tests.conftest import fast_spec
 
 DIGITS, LABELS = digit_pixels()
@@ -160,3 +162,34 @@ def test_a_retrain_on_grown_sources_keeps_the_held_out_split_and_stays_comparabl
 
     choice = choose([candidate], "original", 0.5, PromotionSpec(), PromotionConfig(), (), status_a)
     assert choice.run == "retrained", choice.message
+
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "trainingrun-retrain.yaml"
+
+
+def test_the_retrain_example_reads_the_original_digits_plus_a_labelled_view() -> None:
+    dataset = load_file(EXAMPLE, expected_kind="TrainingRun").spec.dataset
+    assert dataset.source == "digits" and dataset.split_seed == 0
+    assert [(source.label, source.uri) for source in dataset.sources] == [
+        ("captured", "captures/digits/labelled")
+    ]
+
+
+@pytest.mark.slow
+def test_crucible_train_reads_the_examples_labelled_view(tmp_path: Path) -> None:
+    """The retrain example, shortened, trains through `crucible train -f` on a captured labelled/ view."""
+    document = yaml.safe_load(EXAMPLE.read_text())
+    spec = document["spec"]
+    source = spec["dataset"]["sources"][0]
+    for index in range(12):
+        write_digit(tmp_path / source["uri"], index, invert=True)
+    spec["dataset"]["imageSize"] = 16
+    spec["model"] = {"architecture": "tiny_cnn"}
+    spec["hyperparameters"]["epochs"] = 1
+    spec["gates"] = {name: {"enabled": False} for name in GATES_OFF}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(document))
+    proc = run_crucible("train", "-f", "run.yaml", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sources"] == {"captured": {"images": 12}}
+    card = json.loads((tmp_path / spec["output"]["uri"] / "model.json").read_text())
+    assert card["sources"][0]["uri"] == source["uri"] and card["sources"][0]["images"] == 12
