@@ -18,13 +18,20 @@ from crucible.api.trainingrun import DatasetSpec
 from crucible.compare import comparability_problems, fingerprint_problems
 from crucible.operator.modeldeployment.config import PromotionConfig
 from crucible.operator.modeldeployment.rollout.promotion import choose
-from crucible.trainer.data import DigitsSource, curate, digit_pixels, load_dataset, split
+from crucible.trainer.data import DatasetError, DigitsSource, curate, digit_pixels, load_dataset, split
 from crucible.trainer.imaging import open_rgb
 from crucible.trainer.pipeline import Pipeline, Transform
-from crucible.trainer.sources import held_out_copies, load_sources, record_counts, training_side
+from crucible.trainer.sources import (
+    check_sources,
+    held_out_copies,
+    load_sources,
+    record_counts,
+    training_side,
+)
 from crucible.trainer.survey import survey
 from tests.cli import run_crucible
 from tests.conftest import fast_spec
+from tests.s3_store import S3Store
 
 DIGITS, LABELS = digit_pixels()
 CPU = torch.device("cpu")
@@ -96,6 +103,46 @@ def test_source_images_join_the_training_side_and_held_out_copies_are_dropped(tm
     assert side.data.subset(dropped).image_names() == [copy_name]
     record_counts(side, sources, dropped)
     assert (sources[0].images, sources[0].held_out_copies) == (5, 1)
+
+
+def test_an_s3_source_is_read_through_the_dataset_cache(
+    tmp_path: Path, s3_store: S3Store, monkeypatch
+) -> None:
+    bucket = s3_store.new_bucket()
+    for index in range(4):
+        write_digit(tmp_path / "png", index, invert=True)
+        s3_store.put(
+            bucket,
+            f"capture/labelled/{LABELS[index]}/{index}.png",
+            (tmp_path / "png" / str(LABELS[index]) / f"{index}.png").read_bytes(),
+        )
+    for key, value in s3_store.env().items():
+        monkeypatch.setenv(key, value)
+    spec = DatasetSpec(sources=[{"uri": f"s3://{bucket}/capture/labelled"}])
+    [source] = load_sources(spec, [str(i) for i in range(10)], cache_dir=tmp_path / "cache")
+    assert source.name == "labelled" and source.data is not None and len(source.data) == 4
+    assert np.array_equal(
+        np.asarray(source.data.source.read(0)), np.asarray(open_rgb(tmp_path / "png" / "0" / "0.png"))
+    )
+
+
+def test_sources_this_machine_cannot_read_fail_before_training_naming_the_field() -> None:
+    spec = DatasetSpec(sources=[{"uri": "somewhere"}, {"uri": "pvc://captures/labelled"}])
+    with pytest.raises(
+        DatasetError, match=r"^spec\.dataset\.sources\[1\]\.uri: scheme pvc:// is not supported here"
+    ):
+        check_sources(spec)
+
+
+def test_the_result_stays_under_4_kib_with_many_sources() -> None:
+    sources = {
+        f"source-{i:02d}-{'x' * 50}": {"images": i, "ignoredFolders": 2, "warning": "w" * 200}
+        for i in range(16)
+    }
+    result = TrainResult(phase="Succeeded", reason="", sources=sources)
+    compact = json.loads(result.to_json())
+    assert len(result.to_json()) <= 4096
+    assert compact["sources"][f"source-03-{'x' * 50}"] == 3
 
 
 @pytest.mark.slow
