@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crucible.api.trainingrun import DatasetSpec, SourceSpec
+from crucible.api.trainingrun import DatasetSpec, SourceSpec, TrainingRunSpec
+from crucible.resources import available_cpus
 from crucible.s3 import is_s3_uri
 from crucible.trainer.data import (
     CombinedSource,
@@ -30,7 +31,10 @@ from crucible.trainer.data import (
     class_folders,
     folder_path,
 )
+from crucible.trainer.pipeline import Pipeline
+from crucible.trainer.progress import Reporter
 from crucible.trainer.remote import check_remote, default_cache_dir, sync
+from crucible.trainer.survey import Survey, survey
 
 # Names of skipped class folders kept per source in the model card.
 IGNORED_SHOWN = 10
@@ -185,3 +189,43 @@ def record_counts(side: TrainingSide, sources: list[LoadedSource], dropped: np.n
         source.images = len(mine)
         source.held_out_copies = int((dropped_origin == k).sum())
         source.fingerprint = side.data.subset(mine).fingerprint()
+
+
+def _logged(sources: list[LoadedSource], reporter: Reporter) -> None:
+    for index, source in enumerate(sources):
+        where = f"spec.dataset.sources[{index}] ({source.name})"
+        if source.warning:
+            reporter.note(f"warning: {where}: {source.warning}")
+        if source.ignored_folders:
+            reporter.note(
+                f"{where}: skipped {len(source.ignored_folders)} folder(s) not in the class list: "
+                + ", ".join(source.ignored_folders[:IGNORED_SHOWN])
+            )
+
+
+def assemble_training_side(
+    spec: TrainingRunSpec,
+    primary_train: ImageData,
+    held_out: ImageData,
+    pipeline: Pipeline,
+    reporter: Reporter,
+) -> tuple[ImageData, tuple[Survey, Survey], list[LoadedSource]]:
+    """The primary's training split plus the sources' images, less any source image identical to a
+    held-out one; the (training, held-out) surveys, from one decoding pass over both that the data
+    checks and the baselines share; and the sources with their counts."""
+    sources = load_sources(spec.dataset, primary_train.classes, available_cpus())
+    _logged(sources, reporter)
+    side = training_side(primary_train, sources)
+    thumbnail_size = spec.gates.baseline.thumbnail_size
+    reporter.note(f"surveying {len(side.data) + len(held_out)} images (data checks, baselines)")
+    side_survey, held_out_survey = (
+        survey(side.data, pipeline, thumbnail_size),
+        survey(held_out, pipeline, thumbnail_size),
+    )
+    dropped = held_out_copies(side, side_survey.pixel_digests, held_out_survey.pixel_digests)
+    record_counts(side, sources, dropped)
+    if not len(dropped):
+        return side.data, (side_survey, held_out_survey), sources
+    reporter.note(f"dropped {len(dropped)} source image(s) identical to held-out images from training")
+    keep = np.setdiff1d(np.arange(len(side.data)), dropped)
+    return side.data.subset(keep), (side_survey.subset(keep), held_out_survey), sources
