@@ -23,7 +23,6 @@ from crucible.resources import available_cpus
 from crucible.s3 import is_s3_uri
 from crucible.trainer.data import (
     CombinedSource,
-    DatasetError,
     ImageData,
     check_source,
     checked_folder,
@@ -52,6 +51,7 @@ class LoadedSource:
     data: ImageData | None
     ignored_folders: list[str] = field(default_factory=list)
     warning: str | None = None
+    bad_files: int = 0  # unreadable files skipped
     # Set once the training side is assembled: images kept, and images dropped as held-out copies.
     images: int = 0
     held_out_copies: int = 0
@@ -69,7 +69,7 @@ class LoadedSource:
             "images": self.images,
             "fingerprint": self.fingerprint,
             "heldOutCopies": self.held_out_copies,
-            "badFiles": self.data.report.bad_files if self.data is not None else 0,
+            "badFiles": self.bad_files,
         }
         if self.ignored_folders:
             entry["ignoredFolders"] = self.ignored_folders[:IGNORED_SHOWN]
@@ -84,8 +84,8 @@ class LoadedSource:
             entry["heldOutCopies"] = self.held_out_copies
         if self.ignored_folders:
             entry["ignoredFolders"] = len(self.ignored_folders)
-        if self.data is not None and self.data.report.bad_files:
-            entry["badFiles"] = self.data.report.bad_files
+        if self.bad_files:
+            entry["badFiles"] = self.bad_files
         if self.warning:
             entry["warning"] = self.warning
         return entry
@@ -110,37 +110,30 @@ def _local_root(source: SourceSpec, index: int, cache_dir: Path | None) -> Path:
 
 
 def load_source(
-    source: SourceSpec,
-    index: int,
-    classes: list[str],
-    max_bad_files: int,
-    workers: int,
-    cache_dir: Path | None,
+    source: SourceSpec, index: int, classes: list[str], workers: int, cache_dir: Path | None
 ) -> LoadedSource:
-    """The images of one source under the class folders named in `classes`, labelled in that order."""
+    """The images of one source under the class folders named in `classes`, labelled in that order.
+    Unreadable files are skipped and counted, whatever maxBadFiles says: a source such as a capture
+    view is written to while runs read it, and one half-written picture must not stop a retrain."""
     root = _local_root(source, index, cache_dir)
     if not root.is_dir():
         return LoadedSource(source, None, warning=f"{source.uri!r} is not a directory: no images")
     ignored = [name for name in class_folders(root) if name not in classes]
     paths, labels = class_files(root, classes)
-    if not paths:
-        return LoadedSource(
-            source, None, ignored, f"{source.uri!r} holds no images in folders of the class list"
-        )
-    try:
-        data = checked_folder(root, paths, labels, classes, max_bad_files, workers, source.uri)
-    except DatasetError as error:
-        raise DatasetError(f"{field_of(index)}: {error}") from None
-    return LoadedSource(source, data, ignored)
+    data = checked_folder(root, paths, labels, classes, len(paths), workers, source.uri)
+    bad = data.report.bad_files
+    if not len(data):
+        warning = f"{source.uri!r} holds no readable images in folders of the class list"
+        return LoadedSource(source, None, ignored, warning, bad)
+    return LoadedSource(source, data, ignored, bad_files=bad)
 
 
 def load_sources(
     spec: DatasetSpec, classes: list[str], workers: int = 0, cache_dir: Path | None = None
 ) -> list[LoadedSource]:
-    """Every source of the spec, in order (maxBadFiles applies to each source on its own)."""
+    """Every source of the spec, in order."""
     return [
-        load_source(source, index, classes, spec.max_bad_files, workers, cache_dir)
-        for index, source in enumerate(spec.sources)
+        load_source(source, index, classes, workers, cache_dir) for index, source in enumerate(spec.sources)
     ]
 
 
