@@ -124,6 +124,8 @@ def load_source(
     bad = data.report.bad_files
     if not len(data):
         warning = f"{source.uri!r} holds no readable images in folders of the class list"
+        if (root / "labelled").is_dir():
+            warning += f" (a capture destination? its image-folder view is {source.uri.rstrip('/')}/labelled)"
         return LoadedSource(source, None, ignored, warning, bad)
     return LoadedSource(source, data, ignored, bad_files=bad)
 

@@ -129,6 +129,15 @@ def test_an_s3_source_is_read_through_the_dataset_cache(
     )
 
 
+def test_a_capture_destination_given_instead_of_its_labelled_view_says_so(tmp_path: Path) -> None:
+    write_digit(tmp_path / "capture" / "labelled", 0)
+    (tmp_path / "capture" / "requests").mkdir()
+    spec = DatasetSpec(sources=[{"uri": str(tmp_path / "capture")}])
+    [source] = load_sources(spec, [str(i) for i in range(10)])
+    assert source.data is None and source.ignored_folders == ["labelled", "requests"]
+    assert source.warning.endswith(f"its image-folder view is {tmp_path}/capture/labelled)")
+
+
 def test_sources_this_machine_cannot_read_fail_before_training_naming_the_field() -> None:
     spec = DatasetSpec(sources=[{"uri": "somewhere"}, {"uri": "pvc://captures/labelled"}])
     with pytest.raises(
