@@ -146,9 +146,6 @@ class TrainingSide:
     data: ImageData
     origin: np.ndarray  # int64 [N]: 0 for the primary, k for the k-th source that has images
 
-    def subset(self, keep: np.ndarray) -> TrainingSide:
-        return TrainingSide(self.data.subset(keep), self.origin[keep])
-
 
 def training_side(primary_train: ImageData, sources: list[LoadedSource]) -> TrainingSide:
     """One ImageData over the primary's training items and the sources' images (in spec order)."""
