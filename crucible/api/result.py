@@ -76,11 +76,12 @@ class TrainResult(BaseModel):
         if len(text) <= limit:
             return text
 
-        # Too long (many classes or epochs, many folds, long file names, a long reason): drop what only
-        # pages draw (the final fit's curves, then the evaluation summary; model.json keeps it all), then
-        # per-fold scores, then the names of skipped files and folders (their counts stay), then the
-        # outcome bits a promotion's significance test needs (predictions.json keeps them), and last
-        # shorten the reason. result.json is written from this same document.
+        # Too long (many classes or epochs, many folds, long file names, many sources, a long reason):
+        # drop what only pages draw (the final fit's curves, then the evaluation summary; model.json keeps
+        # it all), then per-fold scores, then the names of skipped files and folders (their counts stay),
+        # then each extra source's detail (its image count stays), then the outcome bits a promotion's
+        # significance test needs (predictions.json keeps them), and last shorten the reason. result.json
+        # is written from this same document.
         def drop(*path: str) -> str:
             holder = document
             for key in path[:-1]:
@@ -98,6 +99,14 @@ class TrainResult(BaseModel):
         if len(text) > limit:
             drop("dataset", "badFileExamples")
             text = drop("dataset", "ignoredFolders", "names")
+        sources = document.get("sources")
+        if len(text) > limit and isinstance(sources, dict):
+            # Each source down to its image count (the model card keeps the rest).
+            document["sources"] = {
+                name: entry.get("images") if isinstance(entry, dict) else entry
+                for name, entry in sources.items()
+            }
+            text = json.dumps(document, separators=(",", ":"))
         if len(text) > limit:
             text = drop("outcomes")
         if len(text) > limit:
