@@ -61,6 +61,9 @@ def _column(
 # longer than 63 characters are shortened with a hash (crucible.operator.kube.naming.child_name).
 DNS_1035_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
+# Five cron fields (the operator parses them fully), or a macro such as @daily.
+CRON_PATTERN = r"^(@[a-z]+|\S+( \S+){4})$"
+
 AGE = _column("Age", ".metadata.creationTimestamp", "date")
 READY = '.status.conditions[?(@.type=="Ready")]'
 
@@ -151,14 +154,14 @@ def _training_run() -> Kind:
 
 def _model_deployment() -> Kind:
     from crucible.api.modeldeployment import ModelDeploymentSpec
-    from crucible.api.status import ModelDeploymentStatus
+    from crucible.api.status import ModelDeploymentStatusDocument
 
     return Kind(
         kind="ModelDeployment",
         plural="modeldeployments",
         short_names=["md"],
         spec_model=ModelDeploymentSpec,
-        status_model=ModelDeploymentStatus,
+        status_model=ModelDeploymentStatusDocument,
         columns=[
             _column("Ready", f"{READY}.status", description="Serving the requested model on every replica."),
             _column("Model", ".status.currentModel.trainingRun", description="The TrainingRun being served."),
@@ -195,6 +198,27 @@ def _model_deployment() -> Kind:
                     "set exactly one of trainingRun, tuningJob, selector",
                 )
             ],
+            # Runs that the selector would not pick would train for nothing. (That the template's labels
+            # match the selector is checked by the operator: the CEL cost of comparing maps is too high.)
+            "spec": [
+                _rule(
+                    "!has(self.retraining) || has(self.model.selector)",
+                    "retraining needs model.selector: the runs it creates are promoted through it",
+                    ".retraining",
+                ),
+            ],
+            "spec.retraining": [
+                _rule(
+                    "has(self.schedule) || has(self.minNewLabels) || has(self.drift)",
+                    "set at least one trigger: schedule, minNewLabels or drift",
+                )
+            ],
+            "spec.retraining.template.spec.resources": GPU_POOL_RULES,
+        },
+        extras={
+            "spec.retraining.schedule": {"pattern": CRON_PATTERN},
+            "spec.retraining.template.spec.resources.cpu": {"pattern": QUANTITY_PATTERN},
+            "spec.retraining.template.spec.resources.memory": {"pattern": QUANTITY_PATTERN},
         },
     )
 

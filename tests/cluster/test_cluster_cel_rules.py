@@ -25,6 +25,7 @@ EXAMPLES = {
         ("TuningJob", "tuningjob-digits.yaml"),
     )
 }
+RETRAINING = yaml.safe_load((ROOT / "examples" / "modeldeployment-retraining.yaml").read_text())
 LR = "hyperparameters.learningRate"
 
 
@@ -58,6 +59,18 @@ def set_path(**values: object) -> Callable[[dict], None]:
             node[last] = value
 
     return change
+
+
+def retraining(change: Callable[[dict], object]) -> dict:
+    """The retraining example, changed."""
+    document = copy.deepcopy(RETRAINING)
+    change(document["spec"])
+    return document
+
+
+def _no_trigger(spec: dict) -> None:
+    for trigger in ("schedule", "minNewLabels", "drift"):
+        spec["retraining"].pop(trigger)
 
 
 def search_space(parameter: dict) -> Callable[[dict], None]:
@@ -99,6 +112,10 @@ CASES = [
     ("ModelDeployment", "gpu > 0 needs a node pool with GPUs",
      with_spec("ModelDeployment", set_path(**{"resources.nodePool": "cpu", "resources.gpu": 1})),
      "spec.resources.nodePool"),
+    ("ModelDeployment", "retraining needs model.selector",
+     retraining(_model(trainingRun="a")), "spec.retraining"),
+    ("ModelDeployment", "set at least one trigger: schedule, minNewLabels or drift",
+     retraining(_no_trigger), "spec.retraining"),
     ("TuningJob", "the gpu node pool needs gpu >= 1",
      with_spec("TuningJob", set_path(**{"template.resources.nodePool": "gpu", "template.resources.gpu": 0})),
      "spec.template.resources.gpu"),
