@@ -54,9 +54,9 @@ def test_a_bad_policy_names_its_field(change: dict, field: str, message: str) ->
 
 def test_runs_the_selector_would_not_pick_are_refused() -> None:
     unpicked = spec_with(template={"metadata": {"labels": {"team": "a"}}, "spec": {}})
-    with pytest.raises(InvalidSpec, match="must include model.selector.matchLabels"):
+    with pytest.raises(InvalidSpec, match=r"must include model\.selector\.matchLabels"):
         parse_spec("ModelDeployment", unpicked)
     pinned = spec_with()
     pinned["model"] = {"trainingRun": "digits"}
-    with pytest.raises(InvalidSpec, match="retraining needs model.selector"):
+    with pytest.raises(InvalidSpec, match=r"retraining needs model\.selector"):
         parse_spec("ModelDeployment", pinned)
