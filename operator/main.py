@@ -23,6 +23,8 @@ from crucible.operator.kube.ownership import controller_of
 from crucible.operator.kube.resources import RETRY_BACKOFF, TRAINING_RUNS
 from crucible.operator.modeldeployment import handlers as _modeldeployment_handlers  # noqa: F401
 from crucible.operator.modeldeployment.reconcile import Serving
+from crucible.operator.modeldeployment.retraining import handlers as _retraining_handlers  # noqa: F401
+from crucible.operator.modeldeployment.retraining.reconcile import Retraining
 from crucible.operator.trainingrun import handlers as _trainingrun_handlers  # noqa: F401
 from crucible.operator.trainingrun.reconcile import Training
 from crucible.operator.tuningjob import handlers as _tuningjob_handlers  # noqa: F401
@@ -31,10 +33,15 @@ from crucible.operator.tuningjob.reconcile import Tuning
 
 @kopf.on.startup()
 async def configure(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, running_runs: kopf.Index, **_: object
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    running_runs: kopf.Index,
+    retraining_policies: kopf.Index,
+    **_: object,
 ) -> None:
-    """Our own annotations for kopf's bookkeeping, our own Events, the services handlers call, and the
-    reader of running trainers' logs (status.progress), which follows the live index of running runs."""
+    """Our own annotations for kopf's bookkeeping, our own Events, the services handlers call, the
+    reader of running trainers' logs (status.progress), which follows the live index of running runs,
+    and the retraining loop, which follows the live index of ModelDeployments with spec.retraining."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
@@ -48,6 +55,8 @@ async def configure(
     memo.serving = Serving(kube, config)
     memo.tuning = Tuning(kube, config)
     memo.progress_reader = asyncio.create_task(memo.training.follow_progress(running_runs))
+    memo.retraining = Retraining(kube, config)
+    memo.retraining_loop = asyncio.create_task(memo.retraining.follow(retraining_policies))
 
 
 @kopf.on.login()
@@ -66,8 +75,9 @@ async def login(
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: object) -> None:
-    if "progress_reader" in memo:
-        memo.progress_reader.cancel()
+    for task in ("progress_reader", "retraining_loop"):
+        if task in memo:
+            memo[task].cancel()
     await memo.kube.close()
 
 
