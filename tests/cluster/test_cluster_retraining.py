@@ -136,9 +136,8 @@ async def test_new_labels_start_retraining_runs_one_at_a_time_and_old_ones_are_r
         status = retraining(cluster)
         assert status["lastTrigger"]["reason"] == "NewLabels"
         assert status["labelsAtLastRun"] == 60
-        assert events(cluster, "RetrainingTriggered") == [
-            f"NewLabels: created TrainingRun {MD}-retrain-1 (60 new labels (minNewLabels 50))"
-        ]
+        said = f"NewLabels: created TrainingRun {MD}-retrain-1 (60 new labels (minNewLabels 50))"
+        await eventually(lambda: events(cluster, "RetrainingTriggered") == [said], 10, "the trigger's Event")
 
         endpoint.labelled = 109  # 49 new: nothing
         await eventually(
@@ -151,7 +150,11 @@ async def test_new_labels_start_retraining_runs_one_at_a_time_and_old_ones_are_r
         await run_phase(cluster, f"{MD}-retrain-2", ("Succeeded",))
         # historyLimit 1: the older finished run goes (its artifacts stay where it wrote them).
         await eventually(lambda: retraining_runs(cluster) == [f"{MD}-retrain-2"], 30, "retrain-1 removed")
-        assert events(cluster, "RetrainingRunRemoved") == [f"TrainingRun {MD}-retrain-1 (historyLimit)"]
+        await eventually(
+            lambda: events(cluster, "RetrainingRunRemoved") == [f"TrainingRun {MD}-retrain-1 (historyLimit)"],
+            10,
+            "the removal said in an Event",
+        )
     assert endpoint.reads >= 4
     assert status_of(cluster, DEPLOYMENTS, MD)["currentModel"]["trainingRun"] == "base"
     # GitOps-safe: the operator wrote status and children only, never the spec Git holds.
