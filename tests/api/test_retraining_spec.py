@@ -60,3 +60,9 @@ def test_runs_the_selector_would_not_pick_are_refused() -> None:
     pinned["model"] = {"trainingRun": "digits"}
     with pytest.raises(InvalidSpec, match=r"retraining needs model\.selector"):
         parse_spec("ModelDeployment", pinned)
+
+
+def test_the_docs_show_the_example() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "feedback.md").read_text()
+    shown = [block.split("```")[0] for block in text.split("```yaml\n")[1:]]
+    assert EXAMPLE in [yaml.safe_load(block) for block in shown]
