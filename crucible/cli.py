@@ -115,6 +115,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crucible.operator.command",
     "crucible.tuning.command",
     "crucible.console.command",
+    "crucible.label_command",
 )
 
 

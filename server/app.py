@@ -15,6 +15,7 @@ from starlette.types import Scope
 
 import crucible
 from crucible.server import codec
+from crucible.server.capture_store import CaptureStore
 from crucible.server.dataplane import DataPlane
 from crucible.server.errors import (
     InvalidInput,
@@ -29,7 +30,10 @@ from crucible.server.page import index_page
 from crucible.server.repository import ModelRepository
 from crucible.server.schemas import (
     UPLOAD_BODY,
+    CaptureStatus,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     InferenceRequest,
     InferenceResponse,
     LiveResponse,
@@ -44,6 +48,7 @@ from crucible.server.schemas import (
 from crucible.server.settings import ServerSettings
 from crucible.webdocs import install_offline_docs
 
+REQUEST_ID_HEADER = "X-Request-Id"
 INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 DESCRIPTION = (
     "Serves a model trained by `crucible train`: the Open Inference Protocol v2 (REST) under `/v2`, "
@@ -83,6 +88,28 @@ def _protocol_routes(plane: DataPlane) -> APIRouter:
     async def model_ready(name: str) -> dict:
         return _model_ready(plane, name, None)
 
+    @router.post(
+        "/v2/models/{name}/feedback",
+        tags=["Labels"],
+        response_model=FeedbackResponse,
+        responses=_errors(400, 404, 409, 422, 503),
+    )
+    async def feedback(name: str, body: FeedbackRequest) -> dict:
+        """Label a captured request: `id` is the request id a prediction answered with, `label` one of
+        the model's classes (422 lists them)."""
+        return await plane.feedback(name, body.id, body.label)
+
+    @router.get(
+        "/v2/models/{name}/capture",
+        tags=["Labels"],
+        response_model=CaptureStatus,
+        responses=_errors(404, 503),
+    )
+    async def capture_status(name: str) -> dict:
+        """Captured and labelled requests in the capture destination (all replicas), and the drift
+        signal of this server's last predictions."""
+        return await plane.capture_status(name)
+
     @router.get(
         "/v2/models/{name}/versions/{version}/ready",
         response_model=ModelReadyResponse,
@@ -119,13 +146,15 @@ def _infer_routes(plane: DataPlane) -> list[Route]:
     async def infer(request: Request) -> Response:
         body = await request.body()
         name, version = request.path_params["name"], request.path_params.get("version")
-        result, json_length = await plane.infer(name, version, body, request.headers.get(codec.BINARY_HEADER))
+        result, json_length, request_id = await plane.infer(
+            name, version, body, request.headers.get(codec.BINARY_HEADER)
+        )
         if json_length is None:
-            return Response(result, media_type="application/json")
+            return Response(result, media_type="application/json", headers={REQUEST_ID_HEADER: request_id})
         return Response(
             result,
             media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_length)},
+            headers={"Inference-Header-Content-Length": str(json_length), REQUEST_ID_HEADER: request_id},
         )
 
     return [_RecordedRoute(path, infer, methods=["POST"]) for path in INFER_PATHS]
@@ -167,11 +196,15 @@ def _web_routes(plane: DataPlane, metrics: ServerMetrics, settings: ServerSettin
     )
     async def predict(
         request: Request,
+        response: Response,
         top_k: int | None = Query(None, ge=1, le=1000, description="Labels per image (default 5)."),
         model: str | None = Query(None, description="Model name (default: the model served)."),
     ) -> dict:
         files = await _read_uploads(request, settings.max_images)
-        return await plane.predict_images(files, top_k, model)
+        answer = await plane.predict_images(files, top_k, model)
+        # One id per image; a request of several images lists them in order.
+        response.headers[REQUEST_ID_HEADER] = ", ".join(item["id"] for item in answer["predictions"])
+        return answer
 
     @router.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -189,12 +222,17 @@ def _web_routes(plane: DataPlane, metrics: ServerMetrics, settings: ServerSettin
     return router
 
 
-def create_app(repository: ModelRepository, settings: ServerSettings | None = None) -> FastAPI:
+def create_app(
+    repository: ModelRepository,
+    settings: ServerSettings | None = None,
+    capture_store: CaptureStore | None = None,
+) -> FastAPI:
     """The server for the models in `repository`; its inference workers run while the app's
-    lifespan does (uvicorn, or `with TestClient(app)`)."""
+    lifespan does (uvicorn, or `with TestClient(app)`). `capture_store` stands in for the store that
+    `settings.capture.destination` names (tests and benchmarks inject failing ones)."""
     settings = settings or ServerSettings()
     metrics = ServerMetrics()
-    plane = DataPlane(repository, settings, metrics)
+    plane = DataPlane(repository, settings, metrics, capture_store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

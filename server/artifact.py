@@ -63,6 +63,8 @@ class ModelCard:
     sha256: str
     resize: str = "stretch"  # the eval transform's resize policy (cards before it existed: stretch)
     onnx: OnnxRecord = OnnxRecord()
+    # Images per class the model was trained on (the drift signal's reference); None when unknown.
+    class_counts: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,26 @@ def _parse_onnx(card: _Card, record: object) -> OnnxRecord:
     )
 
 
+def _class_counts(document: dict, classes: list[str]) -> tuple[float, ...] | None:
+    """The training class counts (`trainClassCounts`), or else the held-out split's per-class support
+    (a stratified split: the same shares); None when the card has neither."""
+    counts = document.get("trainClassCounts")
+    if not isinstance(counts, dict):
+        per_class: object = document
+        for key in ("evaluation", "heldOut", "perClass"):
+            per_class = per_class.get(key) if isinstance(per_class, dict) else None
+        if not isinstance(per_class, dict):
+            return None
+        counts = {
+            name: values.get("support") if isinstance(values, dict) else None
+            for name, values in per_class.items()
+        }
+    values = [counts.get(name) for name in classes]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in values):
+        return None
+    return tuple(float(v) for v in values) if sum(values) > 0 else None  # type: ignore[arg-type]
+
+
 def _parse_card(document: dict, where: Path) -> ModelCard:
     card = _Card(document, where)
     classes = card.get("classes")
@@ -174,6 +196,7 @@ def _parse_card(document: dict, where: Path) -> ModelCard:
         sha256=str(sha256),
         resize=resize,
         onnx=_parse_onnx(card, document.get("onnx")),
+        class_counts=_class_counts(document, [str(name) for name in classes]),
     )
 
 

@@ -308,10 +308,12 @@ def encode_infer_response(
     request: InferRequest,
     probabilities: np.ndarray,
     classes: list[str],
+    request_id: str | None = None,
 ) -> tuple[bytes, int | None]:
     """The response: probabilities FP32 [N, C] and the top label of each image, BYTES [N]. Returns the
     body and, when any output travels as binary data, the length of its JSON header (the value of
-    Inference-Header-Content-Length); None for a plain JSON body."""
+    Inference-Header-Content-Length); None for a plain JSON body. The response's `id` is the
+    request's own, else `request_id`, else a fresh one."""
     count, num_classes = probabilities.shape
     outputs, binary_parts = [], []
     for name in request.outputs:
@@ -336,7 +338,7 @@ def encode_infer_response(
     response = {
         "model_name": model_name,
         "model_version": model_version,
-        "id": request.id if request.id is not None else secrets.token_hex(16),
+        "id": request.id if request.id is not None else (request_id or secrets.token_hex(16)),
         "outputs": outputs,
     }
     header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)

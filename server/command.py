@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from crucible.server.fetch import DEFAULT_CACHE_DIR
-from crucible.server.settings import ServerSettings
+from crucible.server.settings import CaptureSettings, ServerSettings
 
 DEFAULTS = ServerSettings()
 EXIT_INVALID = 2
@@ -26,6 +26,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
     return value
 
 
@@ -51,6 +58,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_images=args.max_images,
         max_queue_images=args.max_queue_images,
+        drift_window=args.drift_window,
+        capture=CaptureSettings(
+            destination=args.capture,
+            sample_rate=args.capture_sample_rate,
+            max_bytes_per_day=args.capture_max_bytes_per_day,
+        ),
     )
     return serve(
         artifact,
@@ -130,5 +143,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--max-images", type=_positive_int, default=DEFAULTS.max_images, help="Most images in one request."
+    )
+    capture = serve.add_argument_group(
+        "capture", "Store a sampled share of requests (input and prediction) for labelling; off by default."
+    )
+    capture.add_argument(
+        "--capture",
+        metavar="DIR|URI",
+        help="Where to store them: a directory, or s3://<bucket>/<prefix> (credentials as for --model).",
+    )
+    capture.add_argument(
+        "--capture-sample-rate",
+        type=_share,
+        default=1.0,
+        metavar="R",
+        help="Share of requests stored, 0..1 (default %(default)s; 0 turns capture off).",
+    )
+    capture.add_argument(
+        "--capture-max-bytes-per-day",
+        type=_positive_int,
+        metavar="N",
+        help="Most bytes this server stores per UTC day; beyond it requests are not stored (counted).",
+    )
+    serve.add_argument(
+        "--drift-window",
+        type=_positive_int,
+        default=DEFAULTS.drift_window,
+        help="Predictions the drift signal in /metrics looks back over.",
     )
     serve.set_defaults(handler=_cmd_serve)

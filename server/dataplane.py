@@ -4,14 +4,27 @@ bytes and dicts out, domain errors raised."""
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 
 import numpy as np
 
 import crucible
-from crucible.server import codec
+from crucible.server import codec, labels
 from crucible.server.backends import PLATFORMS
 from crucible.server.batching import DynamicBatcher
-from crucible.server.errors import InvalidInput, ModelNotReady, PayloadTooLarge
+from crucible.server.capture import Capture, Item, ModelIdentity, ranked_classes
+from crucible.server.capture_store import CaptureStore, CaptureStoreError, open_store
+from crucible.server.drift import DriftWindow
+from crucible.server.errors import (
+    CaptureOff,
+    CaptureStorageFailed,
+    InvalidInput,
+    ModelNotReady,
+    NotCaptured,
+    PayloadTooLarge,
+    UnknownClass,
+)
 from crucible.server.images import decode_images
 from crucible.server.metrics import ServerMetrics
 from crucible.server.repository import Model, ModelRepository
@@ -19,17 +32,43 @@ from crucible.server.settings import ServerSettings
 
 SERVER_NAME = "crucible"
 EXTENSIONS = ["binary_tensor_data"]
+# How long feedback waits for this server's own queued capture of the id to be written.
+FEEDBACK_WAIT_SECONDS = 10.0
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, settings: ServerSettings, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        settings: ServerSettings,
+        metrics: ServerMetrics,
+        capture_store: CaptureStore | None = None,
+    ) -> None:
+        """`capture_store` replaces the store `settings.capture.destination` names (tests, benchmarks)."""
         self.repository = repository
         self.settings = settings
         self.metrics = metrics
         self._batchers: dict[str, DynamicBatcher] = {}
+        self.drift: dict[str, DriftWindow] = {}
         for model in repository.models():
             card = model.card
             metrics.model_info.labels(model.name, model.version, card.architecture, card.sha256).set(1)
+            self.drift[model.name] = DriftWindow(model.classes, card.class_counts, settings.drift_window)
+        metrics.before_render.append(self._export_drift)
+        self.capture: Capture | None = None
+        if settings.capture.enabled:
+            store = capture_store or open_store(settings.capture.destination or "")
+            self.capture = Capture(
+                store,
+                settings.capture,
+                [_identity(model) for model in repository.models()],
+                on_write=lambda model, outcome: metrics.capture_writes.labels(model, outcome).inc(),
+                on_drop=lambda model, reason: metrics.capture_dropped.labels(model, reason).inc(),
+            )
 
     async def start(self) -> None:
         """Start one inference worker per model (on the running event loop)."""
@@ -47,11 +86,15 @@ class DataPlane:
             )
             await batcher.start()
             self._batchers[model.name] = batcher
+        if self.capture is not None:
+            self.capture.start()
 
     async def stop(self) -> None:
-        """Finish every queued request, then stop the workers."""
+        """Finish every queued request, then stop the workers, then write what capture has queued."""
         await asyncio.gather(*(batcher.stop() for batcher in self._batchers.values()))
         self._batchers.clear()
+        if self.capture is not None:
+            await asyncio.to_thread(self.capture.stop)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         model = self.repository.get(name, version)
@@ -102,13 +145,35 @@ class DataPlane:
 
     async def infer(
         self, name: str, version: str | None, body: bytes, binary_header: str | None = None
-    ) -> tuple[bytes, int | None]:
-        """An Open Inference Protocol infer request in; its response out, and the length of the JSON
-        header when binary outputs follow it (`codec.encode_infer_response`)."""
+    ) -> tuple[bytes, int | None, str]:
+        """An Open Inference Protocol infer request in; its response out, the length of the JSON
+        header when binary outputs follow it (`codec.encode_infer_response`), and the request id."""
         model, batcher = self._ready_model(name, version)
         request = codec.decode_infer_request(body, model.image_shape, self.settings.max_images, binary_header)
         probabilities = await batcher.submit(request.images)
-        return codec.encode_infer_response(model.name, model.version, request, probabilities, model.classes)
+        self.drift[model.name].add(probabilities)
+        # The client's id is echoed in the body (the protocol says so); it names the capture too when
+        # it is a safe file name, else a fresh id does (returned in X-Request-Id).
+        client_id = request.id
+        request_id = (
+            client_id if client_id is not None and labels.is_request_id(client_id) else new_request_id()
+        )
+        if self.capture is not None and self.capture.sampled():
+            self._capture_tensors(model, request_id, request.images, probabilities)
+        body, json_length = codec.encode_infer_response(
+            model.name, model.version, request, probabilities, model.classes, request_id
+        )
+        return body, json_length, request_id
+
+    def _capture_tensors(self, model: Model, request_id: str, images: np.ndarray, probabilities) -> None:
+        """Each image of an infer request: the request's id for one image, `<id>-<i>` for image i of
+        several."""
+        assert self.capture is not None
+        identity, now, k = self.capture.models_by_name[model.name], time.time(), self.settings.default_top_k
+        for index, (image, row) in enumerate(zip(images, probabilities, strict=True)):
+            item_id = request_id if len(images) == 1 else f"{request_id}-{index}"
+            prediction = ranked_classes(row, model.classes, k)
+            self.capture.offer(Item(item_id, identity, prediction, now, tensor=image))
 
     async def predict_images(
         self, files: list[tuple[str, bytes]], top_k: int | None = None, name: str | None = None
@@ -125,17 +190,104 @@ class DataPlane:
         # Decoding a large JPEG takes milliseconds: off the event loop.
         images = await asyncio.to_thread(decode_images, files, model.image_shape[1:], model.card.resize)
         probabilities = await batcher.submit(images)
+        self.drift[model.name].add(probabilities)
+        predictions = []
+        now = time.time()
+        for (filename, data), row in zip(files, probabilities, strict=True):
+            request_id = new_request_id()
+            top = ranked_classes(row, model.classes, k)
+            predictions.append(
+                {
+                    "id": request_id,
+                    "file": filename,
+                    "label": top[0]["label"],
+                    "score": top[0]["score"],
+                    "top_k": top,
+                }
+            )
+            if self.capture is not None and self.capture.sampled():
+                identity = self.capture.models_by_name[model.name]
+                prediction = ranked_classes(row, model.classes, max(k, self.settings.default_top_k))
+                self.capture.offer(Item(request_id, identity, prediction, now, upload=data))
+        return {"model_name": model.name, "model_version": model.version, "predictions": predictions}
+
+    # Labels and the drift signal
+
+    def _capturing(self, name: str) -> tuple[Model, Capture]:
+        model = self.repository.get(name)
+        if self.capture is None:
+            raise CaptureOff(
+                "capture is off on this server: start it with --capture DEST (a ModelDeployment's "
+                "spec.capture.sampleRate above 0)"
+            )
+        return model, self.capture
+
+    async def feedback(self, name: str, request_id: object, label: object) -> dict:
+        """Attach `label` to the captured request `request_id` (labels/<id>.json and the
+        labelled/<label>/<id>.png view)."""
+        model, capture = self._capturing(name)
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidInput("id: expected the request id a prediction answered with (a string)")
+        if not isinstance(label, str):
+            raise InvalidInput("label: expected a class name (a string)")
+        if label not in model.classes:
+            raise UnknownClass(
+                f"label {label!r} is not one of the model's classes: {', '.join(model.classes)}"
+            )
+        if not labels.is_request_id(request_id):
+            raise NotCaptured(f"id {request_id!r} was not captured: request ids are letters, digits, - and _")
+        # The capture may still be on this server's queue: a client labels right after predicting.
+        await asyncio.to_thread(capture.wait_written, request_id, FEEDBACK_WAIT_SECONDS)
+        try:
+            await asyncio.to_thread(
+                labels.attach_label, capture.store, request_id, label, model.classes, "api"
+            )
+        except labels.UnknownRequest:
+            raise NotCaptured(
+                f"id {request_id!r} was not captured (sample rate {capture.settings.sample_rate:g}: "
+                "only that share of requests is stored)"
+            ) from None
+        except CaptureStoreError as error:
+            raise CaptureStorageFailed(str(error)) from None
+        return {"id": request_id, "label": label}
+
+    async def capture_status(self, name: str) -> dict:
+        """What the capture destination holds (every replica's captures) and this server's drift."""
+        model = self.repository.get(name)
+        drift = self.drift[model.name].snapshot().to_dict()
+        if self.capture is None:
+            return {
+                "enabled": False,
+                "sampleRate": 0.0,
+                "captured": 0,
+                "labelled": 0,
+                "labelledByClass": {},
+                "lastLabelAt": None,
+                "drift": drift,
+            }
+        try:
+            counts = await asyncio.to_thread(labels.count, self.capture.store)
+        except CaptureStoreError as error:
+            raise CaptureStorageFailed(str(error)) from None
         return {
-            "model_name": model.name,
-            "model_version": model.version,
-            "predictions": [
-                _top_k(filename, row, model.classes, k)
-                for (filename, _), row in zip(files, probabilities, strict=True)
-            ],
+            "enabled": True,
+            "sampleRate": self.capture.settings.sample_rate,
+            "captured": counts.captured,
+            "labelled": counts.labelled,
+            "labelledByClass": counts.labelled_by_class,
+            "lastLabelAt": counts.last_label_at,
+            "drift": drift,
         }
 
+    def _export_drift(self) -> None:
+        for name, window in self.drift.items():
+            snapshot = window.snapshot()
+            for label, share in snapshot.predicted_share.items():
+                self.metrics.class_share.labels(name, label).set(share)
+            self.metrics.top_score_mean.labels(name).set(snapshot.mean_top_score)
+            self.metrics.drift.labels(name).set(snapshot.divergence)
 
-def _top_k(filename: str, probabilities: np.ndarray, classes: list[str], k: int) -> dict:
-    best = np.argsort(-probabilities, kind="stable")[:k]
-    top = [{"label": classes[i], "score": float(probabilities[i])} for i in best]
-    return {"file": filename, "label": top[0]["label"], "score": top[0]["score"], "top_k": top}
+
+def _identity(model: Model) -> ModelIdentity:
+    card = model.card
+    return ModelIdentity(model.name, model.version, card.sha256, model.classes, card.mean, card.std)

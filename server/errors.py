@@ -52,6 +52,22 @@ class InferenceFailed(ServerError):
     """The forward pass itself failed: a server fault, never the client's."""
 
 
+class NotCaptured(ServerError):
+    """Feedback names a request id that no server of this deployment has captured."""
+
+
+class UnknownClass(ServerError):
+    """Feedback names a label outside the model's classes; the message lists them."""
+
+
+class CaptureOff(ServerError):
+    """Feedback or capture status asked of a server that does not capture."""
+
+
+class CaptureStorageFailed(ServerError):
+    """The capture destination could not be read or written while answering feedback or status."""
+
+
 class Overloaded(ServerError):
     """More images wait for the model than it may queue: shed load now rather than answer late."""
 
@@ -63,9 +79,13 @@ HTTP_STATUS: dict[type[ServerError], int] = {
     InvalidInput: 400,
     ModelNotFound: 404,
     PayloadTooLarge: 413,
+    NotCaptured: 404,
+    CaptureOff: 409,
     UnsupportedMediaType: 415,
+    UnknownClass: 422,
     InferenceFailed: 500,
     ModelNotReady: 503,
+    CaptureStorageFailed: 503,
     Overloaded: 503,
 }
 

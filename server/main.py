@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from crucible.resources import available_cpus
 from crucible.server.app import create_app
 from crucible.server.artifact import ArtifactError, VerifiedArtifact
+from crucible.server.capture_store import CaptureStoreError
 from crucible.server.repository import ModelRepository, configure_threads, load_verified
 from crucible.server.settings import ServerSettings
 from crucible.trainer.engine import pick_device
@@ -102,4 +103,16 @@ def serve(
         torch_device,
         model.backend.name + (f" {model.quantization}" if model.quantization else ""),
     )
-    return run_server(create_app(ModelRepository([model]), settings), host, port)
+    try:
+        app = create_app(ModelRepository([model]), settings)
+    except CaptureStoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    if settings.capture.enabled:
+        log.info(
+            "capture on: %g of requests stored to %s (max %s bytes per UTC day)",
+            settings.capture.sample_rate,
+            settings.capture.destination,
+            settings.capture.max_bytes_per_day or "unlimited",
+        )
+    return run_server(app, host, port)

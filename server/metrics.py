@@ -9,6 +9,7 @@ random URLs cannot blow up the number of series.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,6 +72,40 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+        self.capture_writes = Counter(
+            "crucible_capture_writes",
+            "Captured requests written to the capture destination, by outcome (ok, error).",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.capture_dropped = Counter(
+            "crucible_capture_dropped",
+            "Sampled requests not stored, by reason (queue_full, max_bytes_per_day, shutdown).",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self.class_share = Gauge(
+            "crucible_predicted_class_share",
+            "Share of each predicted class over the last predictions (the drift window).",
+            ["model", "class"],
+            registry=self.registry,
+        )
+        self.top_score_mean = Gauge(
+            "crucible_prediction_top_score_mean",
+            "Mean top-1 score over the drift window.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.drift = Gauge(
+            "crucible_prediction_drift",
+            "Jensen-Shannon divergence (base 2, 0..1) between the drift window's predicted classes and "
+            "the training class distribution.",
+            ["model"],
+            registry=self.registry,
+        )
+        # Called before each rendering: gauges computed from state kept elsewhere (the drift window).
+        self.before_render: list[Callable[[], None]] = []
+
     def observe_request(self, endpoint: str, method: str, code: int, seconds: float) -> None:
         if method not in KNOWN_METHODS:
             method = "other"
@@ -88,6 +123,8 @@ class ServerMetrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
+        for refresh in self.before_render:
+            refresh()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

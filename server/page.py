@@ -19,6 +19,11 @@ MIME_TYPES = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
 }
+# Said on the page whenever the server stores what it is sent (capture on).
+CAPTURE_NOTICE = (
+    '<p class="notice" id="capture-notice">Images you send are stored to improve the model: you may '
+    "correct a prediction below each result.</p>"
+)
 # Classes named in the instruction before "and N more".
 CLASSES_SHOWN = 12
 
@@ -64,6 +69,9 @@ def page_config(model, settings: ServerSettings, formats: tuple[str, ...] = ACCE
         "maxBytes": settings.max_body_bytes,
         "maxBytesText": human_bytes(settings.max_body_bytes),
         "topK": settings.default_top_k,
+        # With capture on each result offers "correct this" (a label posted to the feedback endpoint).
+        "capture": settings.capture.enabled,
+        "classes": list(model.classes) if model else [],
     }
 
 
@@ -78,8 +86,10 @@ def index_page(models: list, settings: ServerSettings) -> str:
     config = json.dumps(page_config(model, settings)).replace("<", "\\u003c")
     hint = instruction(model, settings) if model else "No model is loaded: the server cannot predict yet."
     accept = ",".join(page_config(model, settings)["mimeTypes"])
+    notice = CAPTURE_NOTICE if settings.capture.enabled else ""
     return (
         template.replace("{{model}}", html.escape(about or "no model loaded"))
+        .replace("{{capture}}", notice)
         .replace("{{instruction}}", html.escape(hint))
         .replace("{{accept}}", html.escape(accept))
         .replace("{{config}}", config)

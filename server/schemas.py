@@ -96,6 +96,7 @@ class LabelScore(BaseModel):
 
 
 class ImagePrediction(BaseModel):
+    id: str = Field(description="The request id of this image: label it at /v2/models/{name}/feedback.")
     file: str
     label: str
     score: float
@@ -106,6 +107,34 @@ class PredictResponse(BaseModel):
     model_name: str
     model_version: str
     predictions: list[ImagePrediction]
+
+
+class FeedbackRequest(BaseModel):
+    id: str = Field(description="The request id a prediction answered with (`id`, X-Request-Id).")
+    label: str = Field(description="The true class: one of the model's classes.")
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    label: str
+
+
+class DriftStatus(BaseModel):
+    window: int = Field(description="Predictions in the window (at most the configured size).")
+    predictedShare: dict[str, float] = Field(description="Share of each predicted class in the window.")
+    trainingShare: dict[str, float] = Field(description="Share of each class in the training data.")
+    divergence: float = Field(description="Jensen-Shannon divergence (base 2, 0..1) of the two.")
+    meanTopScore: float = Field(description="Mean top-1 score in the window.")
+
+
+class CaptureStatus(BaseModel):
+    enabled: bool
+    sampleRate: float
+    captured: int = Field(description="Captured requests in the destination (written by any replica).")
+    labelled: int = Field(description="Captured requests with a label.")
+    labelledByClass: dict[str, int]
+    lastLabelAt: str | None = Field(description="When the latest label was written (RFC 3339).")
+    drift: DriftStatus
 
 
 UPLOAD_BODY = {

@@ -515,6 +515,8 @@ def _model_card(
         "seed": spec.seed,
         "datasetFingerprint": data.fingerprint(),
         "dataset": data.report.to_dict(),
+        # Images per class in training: the server's drift signal compares its predictions with it.
+        "trainClassCounts": dict(zip(data.classes, train_split.class_counts(), strict=True)),
         "trainFingerprint": train_split.fingerprint(),
         "versions": export.library_versions(),
         "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -16,6 +16,7 @@ RolloutStrategy = Literal["RollingUpdate", "Canary"]
 # Go-style durations as Argo Rollouts and kubectl write them: 30s, 5m, 1h30m.
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 METRIC_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+CAPTURE_DESTINATION_PATTERN = r"^(pvc://[a-z0-9][a-z0-9.-]*/[^/].*|s3://[a-z0-9][a-z0-9.-]+/?.*)$"
 
 
 class LabelSelectorRequirement(SpecModel):
@@ -221,6 +222,37 @@ class RolloutSpec(SpecModel):
         return self
 
 
+class CaptureSpec(SpecModel):
+    """Store a sampled share of the requests the servers answer (the input and the prediction) so that
+    people can label them and a later TrainingRun can learn from them. Off unless sampleRate is set."""
+
+    sample_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of requests stored, 0..1 (0, the default, turns capture off)."
+    )
+    destination: str | None = Field(
+        None,
+        max_length=1024,
+        pattern=CAPTURE_DESTINATION_PATTERN,
+        description="Where: pvc://<claim>/<path> (mounted read-write into the servers) or "
+        "s3://<bucket>/<prefix> (with the operator's S3 credentials, as artifacts). Captured, labelled "
+        "images appear under <destination>/labelled/<class>/, a dataset source for a TrainingRun.",
+    )
+    max_bytes_per_day: int | None = Field(
+        None,
+        ge=1,
+        description="Most bytes each server replica stores per UTC day; beyond it requests are not stored "
+        "(counted in crucible_capture_dropped_total). Unset: no limit.",
+    )
+
+    @model_validator(mode="after")
+    def _destination_when_on(self) -> CaptureSpec:
+        if self.sample_rate > 0 and not self.destination:
+            raise ValueError("destination: required when sampleRate is above 0")
+        if self.destination and ".." in self.destination.split("/"):
+            raise ValueError("destination: must not contain '..'")
+        return self
+
+
 class ModelDeploymentSpec(SpecModel):
     """A ModelDeployment: serve a model that passed its gates, on a node pool, behind one Service."""
 
@@ -232,6 +264,7 @@ class ModelDeploymentSpec(SpecModel):
     server: ServerSpec = Field(default_factory=ServerSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    capture: CaptureSpec = Field(default_factory=CaptureSpec)
     retraining: RetrainingSpec | None = Field(
         None,
         description="Start a new TrainingRun from a template when a schedule, new labels or drift says so; "

@@ -138,10 +138,13 @@ def claim_volumes(plan: PodPlan) -> tuple[list[dict], list[dict]]:
     """(volumes, volumeMounts) for the plan's claims plus a scratch /tmp."""
     volumes: dict[str, dict] = {}
     mounts = []
+    # A claim mounted read-write anywhere in the pod (a server's capture directory beside its model)
+    # must not be a read-only volume.
+    written = {mount.claim for mount in plan.mounts if not mount.read_only}
     for mount in plan.mounts:
         name = volume_name(mount.claim)
         claim = {"claimName": mount.claim}
-        if mount.read_only:
+        if mount.claim not in written:
             claim["readOnly"] = True
         volumes.setdefault(name, {"name": name, "persistentVolumeClaim": claim})
         entry = {"name": name, "mountPath": mount.path, "readOnly": mount.read_only}

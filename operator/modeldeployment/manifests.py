@@ -37,7 +37,18 @@ def server_command(plan: ServingPlan) -> list[str]:
         str(server.max_queue_images),
         "--device",
         plan.pod.device,
+        *capture_arguments(plan),
     ]
+
+
+def capture_arguments(plan: ServingPlan) -> list[str]:
+    capture = plan.spec.capture
+    if plan.capture is None:
+        return []
+    arguments = ["--capture", plan.capture, "--capture-sample-rate", str(capture.sample_rate)]
+    if capture.max_bytes_per_day is not None:
+        arguments += ["--capture-max-bytes-per-day", str(capture.max_bytes_per_day)]
+    return arguments
 
 
 def _probe(path: str, period: int, failures: int) -> dict:

@@ -25,7 +25,10 @@ def test_the_page_says_what_to_upload_from_the_model_card(client):
         "maxBytes": 32 * 1024 * 1024,
         "maxBytesText": "32 MB",
         "topK": 5,
+        "capture": False,
+        "classes": [str(d) for d in range(10)],
     }
+    assert "capture-notice" not in page  # capture is off: nothing is kept, and the page says nothing of it
     assert 'accept="image/png,image/jpeg" multiple' in page
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from crucible.server.app import create_app
 from crucible.server.repository import ModelRepository
-from crucible.server.settings import ServerSettings
+from crucible.server.settings import CaptureSettings, ServerSettings
 from tests.browser import (
     at_desktop_width,
     at_phone_width,
@@ -185,6 +186,44 @@ def test_the_page_is_usable_from_the_keyboard(browser, page_url):
         browser.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href").endswith("/favicon.svg")
     )
     assert unexpected_errors(browser) == []
+
+
+def test_with_capture_on_the_page_says_so_and_a_prediction_can_be_corrected_from_the_keyboard(
+    browser, digits_model, uploads, tmp_path
+):
+    settings = ServerSettings(capture=CaptureSettings(destination=str(tmp_path / "capture")))
+    with served(create_app(ModelRepository([digits_model]), settings)) as url:
+        browser.get(url)
+        notice = browser.find_element(By.ID, "capture-notice").text
+        assert notice.startswith("Images you send are stored to improve the model")
+        browser.find_element(By.ID, "files").send_keys(str(uploads["digit-3.png"]))
+        wait_for(browser, lambda: settled(browser))
+        select = browser.find_element(By.CSS_SELECTOR, ".card .correct select")
+        predicted = browser.find_element(By.CSS_SELECTOR, ".headline").text.split(" — ")[0]
+        assert Select(select).first_selected_option.text == predicted  # the model's answer, to confirm or fix
+        request_id = select.get_attribute("id").removeprefix("correct-")
+        # Keyboard only: Tab from the file chooser reaches the select, then the Send button.
+        browser.execute_script("arguments[0].focus()", browser.find_element(By.ID, "files"))
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        assert browser.switch_to.active_element == select
+        label_text = browser.find_element(By.CSS_SELECTOR, f'label[for="correct-{request_id}"]').text
+        assert label_text == "Correct this:"
+        select.send_keys("8")
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        send = browser.switch_to.active_element
+        assert send.text == "Send"
+        send.send_keys(Keys.ENTER)
+        wait_for(
+            browser, lambda: "Thank you" in browser.find_element(By.CSS_SELECTOR, ".correct output").text
+        )
+        assert browser.find_element(By.CSS_SELECTOR, ".correct output").text == "Thank you: stored as “8”."
+        screenshot(browser, "predict-capture")
+        at_phone_width(browser)
+        assert horizontal_overflow(browser) == 0
+        at_desktop_width(browser)
+        assert unexpected_errors(browser) == []
+        assert other_hosts(requested_urls(browser), url) == []
+    assert (tmp_path / "capture" / "labelled" / "8" / f"{request_id}.png").is_file()
 
 
 def test_an_unreachable_server_is_said_plainly(browser, digits_model, uploads):
