@@ -67,12 +67,17 @@ def classes_fingerprint(classes: Sequence[str]) -> str:
 
 
 def fingerprints_of(card: dict) -> dict[str, str | None]:
-    """The three fingerprints a run's result and status carry (`TrainResult.fingerprints`)."""
-    return {
+    """The fingerprints a run's result and status carry (`TrainResult.fingerprints`): the three that
+    decide comparability, and `training` (every training image, the sources' included), which grows
+    with retrains on `spec.dataset.sources` and never makes two runs incomparable."""
+    fingerprints = {
         "dataset": card.get("datasetFingerprint"),
         "classes": classes_fingerprint(card.get("classes") or []),
         "heldOut": card.get("heldOutFingerprint"),
     }
+    if card.get("trainingFingerprint"):
+        fingerprints["training"] = card["trainingFingerprint"]
+    return fingerprints
 
 
 def fingerprint_problems(first: dict, second: dict) -> list[str]:

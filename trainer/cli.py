@@ -49,11 +49,11 @@ def print_summary(result: TrainResult, output_dir: Path) -> None:
 
 def preflight(spec: TrainingRunSpec, device: str, artifact_uri: str | None = None) -> None:
     """Input errors a person can fix, found before any progress bar starts."""
-    from crucible.trainer.data import check_source
     from crucible.trainer.engine import pick_device
     from crucible.trainer.publish import check_credentials
+    from crucible.trainer.sources import check_sources
 
-    check_source(spec.dataset)
+    check_sources(spec.dataset)
     pick_device(device)
     weights = spec.model.pretrained_weights
     if weights and not Path(weights).is_file():

@@ -90,15 +90,23 @@ class ArraySource(_PixelCache):
         return f"{self.prefix}[{item}]"
 
 
+def digit_pixels() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits as the trainer sees them: uint8 [1797, 8, 8] grey (0..16 scaled by
+    255/16 and rounded; ink bright, background dark) and their labels. A client that saves these
+    arrays as PNGs (mode L) sends pictures that decode to exactly the training pixels; truncating
+    instead of rounding gives other pixels, which the held-out duplicate check would not recognise."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
+
+
 class DigitsSource(ArraySource):
-    """scikit-learn's bundled 8x8 digits, held as uint8 (115 KB): ink bright, background dark."""
+    """scikit-learn's bundled 8x8 digits, held as uint8 (115 KB): see `digit_pixels`."""
 
     def __init__(self) -> None:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-        super().__init__(pixels, digits.target, [str(name) for name in digits.target_names], "digits")
+        pixels, labels = digit_pixels()
+        super().__init__(pixels, labels, [str(i) for i in range(10)], "digits")
 
 
 class FakeSource(_PixelCache):
@@ -139,6 +147,34 @@ class FolderSource:
 
     def name(self, item: int) -> str:
         return self.paths[item].decode()
+
+
+class CombinedSource:
+    """Several sources as one: item positions of part k start at `starts[k]`. The training side of a
+    run with `spec.dataset.sources` reads the primary's training items and every source's items
+    through one of these; names of a source's items carry the source's name (`labelled:3/ab.png`)."""
+
+    def __init__(self, parts: list[Source], sizes: list[int], prefixes: list[str]) -> None:
+        self.parts, self.prefixes = parts, prefixes
+        self.starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self.in_memory = all(getattr(part, "in_memory", False) for part in parts)
+
+    def locate(self, item: int) -> tuple[int, int]:
+        """(part, position within that part) of a combined position."""
+        part = int(np.searchsorted(self.starts, item, side="right")) - 1
+        return part, item - int(self.starts[part])
+
+    def read(self, item: int) -> Image.Image:
+        part, position = self.locate(item)
+        return self.parts[part].read(position)
+
+    def digest(self, item: int) -> bytes:
+        part, position = self.locate(item)
+        return self.parts[part].digest(position)
+
+    def name(self, item: int) -> str:
+        part, position = self.locate(item)
+        return self.prefixes[part] + self.parts[part].name(position)
 
 
 @dataclass
@@ -207,13 +243,14 @@ class ImageData:
         return digest.hexdigest()[:16]
 
 
-def _folder_path(uri: str) -> Path:
+def folder_path(uri: str, field: str = "spec.dataset.uri") -> Path:
+    """The local directory of a path or file:// URI (pvc:// is a local path only inside a pod)."""
     if uri.startswith("file://"):
         return Path(uri[len("file://") :])
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
         raise DatasetError(
-            f"spec.dataset.uri: scheme {scheme}:// is not supported here; allowed: a local path or file://"
+            f"{field}: scheme {scheme}:// is not supported here; allowed: a local path or file://"
         )
     return Path(uri)
 
@@ -224,7 +261,7 @@ def check_source(spec: DatasetSpec) -> None:
     if spec.source == "imageFolder" and is_s3_uri(spec.uri):
         check_remote(spec.uri or "")
     elif spec.source == "imageFolder":
-        root = _folder_path(spec.uri or "")
+        root = folder_path(spec.uri or "")
         if not root.is_dir():
             raise DatasetError(f"spec.dataset.uri: {spec.uri!r} is not a directory")
 
@@ -259,15 +296,26 @@ def _check_files(root: Path, paths: list[str], workers: int) -> list[tuple[bytes
     return [entry for batch in loader for entry in batch]
 
 
+def class_folders(root: Path) -> list[str]:
+    """The class folder names under `root`, sorted (hidden folders skipped)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _list_folder(spec: DatasetSpec) -> tuple[Path, list[str], list[int], list[str], list[str]]:
     """Image files (relative paths, sorted) with labels, the classes, and folders left out."""
     check_source(spec)
-    root = _folder_path(spec.uri or "")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    root = folder_path(spec.uri or "")
+    found = class_folders(root)
     if not found:
         raise DatasetError(f"spec.dataset.uri: {spec.uri!r} holds no class folders")
     classes = list(spec.classes) or found
     ignored = [name for name in found if name not in classes]
+    paths, labels = class_files(root, classes)
+    return root, paths, labels, classes, ignored
+
+
+def class_files(root: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Image files under `root/<class>/` (relative paths, sorted) with their labels (class positions)."""
     paths, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
@@ -277,7 +325,7 @@ def _list_folder(spec: DatasetSpec) -> tuple[Path, list[str], list[int], list[st
             if file.is_file() and is_candidate_image(file) and not _hidden(file.relative_to(folder)):
                 paths.append(str(file.relative_to(root)))
                 labels.append(label)
-    return root, paths, labels, classes, ignored
+    return paths, labels
 
 
 def _hidden(relative: Path) -> bool:
@@ -293,19 +341,28 @@ def _load_image_folder(spec: DatasetSpec, workers: int, cache_dir: Path | None) 
     root, paths, labels, classes, ignored = _list_folder(spec)
     if not paths:
         raise DatasetError(f"spec.dataset.uri: no images found under {spec.uri!r}")
+    data = checked_folder(root, paths, labels, classes, spec.max_bad_files, workers, spec.uri or "")
+    data.report.ignored_folders = ignored
+    if synced is not None:
+        data.report.downloaded, data.report.reused = synced.downloaded, synced.reused
+    return data
+
+
+def checked_folder(
+    root: Path, paths: list[str], labels: list[int], classes: list[str], max_bad: int, workers: int, uri: str
+) -> ImageData:
+    """The readable files among `paths` as an ImageData; more than `max_bad` unreadable files fail."""
     checks = _check_files(root, paths, workers)
     bad = [f"{path} ({error})" for path, (_, error) in zip(paths, checks, strict=True) if error]
-    if len(bad) > spec.max_bad_files:
+    if len(bad) > max_bad:
         raise DatasetError(
-            f"spec.dataset.maxBadFiles: {len(bad)} unreadable image file(s) under {spec.uri!r}, more than "
-            f"the {spec.max_bad_files} allowed: {'; '.join(bad[:BAD_FILES_SHOWN])}"
+            f"spec.dataset.maxBadFiles: {len(bad)} unreadable image file(s) under {uri!r}, more than "
+            f"the {max_bad} allowed: {'; '.join(bad[:BAD_FILES_SHOWN])}"
             + (" ..." if len(bad) > BAD_FILES_SHOWN else "")
         )
     good = [i for i, (_, error) in enumerate(checks) if not error]
     source = FolderSource(root, [paths[i] for i in good], [checks[i][0] for i in good])
-    report = DatasetReport(len(bad), [entry.split(" (")[0] for entry in bad[:BAD_FILES_SHOWN]], ignored)
-    if synced is not None:
-        report.downloaded, report.reused = synced.downloaded, synced.reused
+    report = DatasetReport(len(bad), [entry.split(" (")[0] for entry in bad[:BAD_FILES_SHOWN]])
     labels_kept = torch.tensor([labels[i] for i in good], dtype=torch.long)
     return ImageData(source, np.arange(len(good), dtype=np.int64), labels_kept, classes, report)
 

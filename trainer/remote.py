@@ -36,23 +36,23 @@ class Synced:
     removed: int
 
 
-def check_remote(uri: str) -> None:
+def check_remote(uri: str, field: str = "spec.dataset.uri") -> None:
     """Fail fast on a malformed s3:// URI or missing credentials, before any work starts."""
     from crucible.s3_transfer import require_credentials
     from crucible.trainer.data import DatasetError
 
     try:
-        parse_s3_uri(uri, "spec.dataset.uri")
+        parse_s3_uri(uri, field)
     except InvalidSpec as error:
         raise DatasetError(str(error)) from None
     require_credentials()
 
 
-def sync(uri: str, cache_dir: Path) -> Synced:
+def sync(uri: str, cache_dir: Path, field: str = "spec.dataset.uri") -> Synced:
     """The objects under `uri`, complete in `cache_dir/<bucket>/<prefix>`."""
     from crucible.s3_transfer import S3Directory
 
-    location = parse_s3_uri(uri, "spec.dataset.uri")
+    location = parse_s3_uri(uri, field)
     local = cache_dir / location.bucket / location.prefix
     local.mkdir(parents=True, exist_ok=True)
     manifest_path = local / MANIFEST

@@ -2,9 +2,10 @@
 training (finalTraining gate) -> evaluation -> heldOut gate -> overfitting gate -> export. A failed gate
 stops the run.
 
-The data is split once into training and held-out; a validation split carved from the training split
-drives early stopping, pruning and the per-epoch figures, so the held-out split is touched once, by the
-exported model."""
+The primary dataset is split once into training and held-out; the images of `spec.dataset.sources`
+join the training side only (sources.py), so the held-out split stays fixed across retrains on grown
+data. A validation split carved from the training side drives early stopping, pruning and the per-epoch
+figures, so the held-out split is touched once, by the exported model."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ from crucible.trainer.pipeline import Normalization, Pipeline, uses_augmentation
 from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.publish import PublishError, publish
 from crucible.trainer.report import write_report
+from crucible.trainer.sources import LoadedSource, held_out_copies, load_sources, record_counts, training_side
 from crucible.trainer.survey import Survey, survey
 from crucible.trainer.test_sets import evaluate_test_sets
 
@@ -83,6 +85,7 @@ class _Progress:
     dataset: dict = field(default_factory=dict)  # what the loader skipped (DatasetReport)
     checkpoint: Checkpoint | None = None
     per_class: dict | None = None
+    sources: list[LoadedSource] = field(default_factory=list)
 
 
 def configure_torch(device: torch.device) -> None:
@@ -114,6 +117,10 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         context.reporter.close()
     if progress.dataset:
         result = result.model_copy(update={"dataset": progress.dataset})
+    if progress.sources:
+        result = result.model_copy(
+            update={"sources": {source.name: source.result_entry() for source in progress.sources}}
+        )
     export.write_result_file(result, context.output_dir)
     folds = progress.gates.get("crossValidation")
     write_report(
@@ -196,6 +203,49 @@ def _load(spec: TrainingRunSpec, data_seed: int, reporter: Reporter) -> ImageDat
     return data
 
 
+def _load_sources(spec: TrainingRunSpec, classes: list[str], reporter: Reporter) -> list[LoadedSource]:
+    sources = load_sources(spec.dataset, classes, available_cpus())
+    for index, source in enumerate(sources):
+        where = f"spec.dataset.sources[{index}] ({source.name})"
+        if source.warning:
+            reporter.note(f"warning: {where}: {source.warning}")
+        if source.ignored_folders:
+            reporter.note(
+                f"{where}: skipped {len(source.ignored_folders)} folder(s) not in the class list: "
+                + ", ".join(source.ignored_folders[:10])
+            )
+    return sources
+
+
+def _training_side(
+    spec: TrainingRunSpec,
+    primary_train: ImageData,
+    test_split: ImageData,
+    pipeline: Pipeline,
+    progress: _Progress,
+    reporter: Reporter,
+) -> tuple[ImageData, tuple[Survey, Survey]]:
+    """The primary's training split plus the sources' images, less any source image identical to a
+    held-out one, with the (training, held-out) surveys: one decoding pass over both, shared by the
+    data checks and the baselines (every run records the baselines' held-out scores)."""
+    progress.sources = _load_sources(spec, primary_train.classes, reporter) if spec.dataset.sources else []
+    side = training_side(primary_train, progress.sources)
+    thumbnail_size = spec.gates.baseline.thumbnail_size
+    reporter.note(f"surveying {len(side.data) + len(test_split)} images (data checks, baselines)")
+    train_survey, test_survey = (
+        survey(side.data, pipeline, thumbnail_size),
+        survey(test_split, pipeline, thumbnail_size),
+    )
+    dropped = held_out_copies(side, train_survey.pixel_digests, test_survey.pixel_digests)
+    record_counts(side, progress.sources, dropped)
+    if len(dropped):
+        reporter.note(f"dropped {len(dropped)} source image(s) identical to held-out images from training")
+    keep = np.setdiff1d(np.arange(len(side.data)), dropped)
+    if len(keep) == len(side.data):
+        return side.data, (train_survey, test_survey)
+    return side.data.subset(keep), (train_survey.subset(keep), test_survey)
+
+
 def _run_stages(
     spec: TrainingRunSpec,
     context: RunContext,
@@ -212,9 +262,8 @@ def _run_stages(
     report = data.report
     if report.bad_files or report.ignored_folders or report.downloaded is not None:
         progress.dataset = report.to_dict()  # only when there is something to say: the result stays small
-    train_split, test_split = split(data, spec.dataset.test_fraction, data_seed)
-    # The validation split drives early stopping and pruning; the held-out split is evaluated once.
-    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, data_seed + 1)
+    # The primary dataset alone decides the held-out split; the sources join the training side.
+    primary_train, test_split = split(data, spec.dataset.test_fraction, data_seed)
     progress.classes = data.classes
     num_classes = len(data.classes)
     hp = spec.hyperparameters
@@ -225,8 +274,12 @@ def _run_stages(
         device,
         pretrained=bool(spec.model.pretrained_weights),
     )
+    train_split, surveys = _training_side(spec, primary_train, test_split, pipeline, progress, reporter)
+    # The validation split drives early stopping and pruning; the held-out split is evaluated once.
+    fit_split, val_split = split(train_split, spec.dataset.validation_fraction, data_seed + 1)
     norm = pipeline.normalization(fit_split, spec.seed)
-    checkpoint = Checkpoint(context.output_dir, run_key(spec, data.fingerprint(), device))
+    data_key = data.fingerprint() + (f":{train_split.fingerprint()}" if spec.dataset.sources else "")
+    checkpoint = Checkpoint(context.output_dir, run_key(spec, data_key, device))
     progress.checkpoint = checkpoint
     if not context.restart and checkpoint.resume():
         reporter.note(f"resuming from {checkpoint.path}")
@@ -235,8 +288,6 @@ def _run_stages(
         f"{num_classes} classes"
     )
     gates = spec.gates
-    # One decoding pass over both splits, up front, for the data checks and the baselines.
-    surveys = _surveys(train_split, test_split, pipeline, gates.baseline.thumbnail_size, reporter)
 
     if gates.debug.enabled:
         reporter.stage("Debug gate", 1)
@@ -403,7 +454,11 @@ def _run_stages(
     reporter.stage("Export", 1)
     sha256 = export.save_weights(model, context.output_dir)
     uri = context.artifact_uri or context.output_dir.resolve().as_uri()
-    card = _model_card(spec, context, data, train_split, norm, metrics, progress.gates, sha256)
+    card = _model_card(spec, context, data, primary_train, norm, metrics, progress.gates, sha256)
+    card |= {
+        "trainingFingerprint": train_split.fingerprint(),
+        "sources": [source.card_entry() for source in progress.sources],
+    }
     card |= {
         "heldOutFingerprint": test_split.fingerprint(),
         "evaluation": {
@@ -440,15 +495,6 @@ def _run_stages(
         artifact=Artifact(uri=uri, sha256=sha256),
         fingerprints=fingerprints_of(card),
     )
-
-
-def _surveys(
-    train_split: ImageData, test_split: ImageData, pipeline: Pipeline, thumbnail_size: int, reporter: Reporter
-) -> tuple[Survey, Survey]:
-    """The (training, held-out) surveys: one decoding pass over both splits, shared by the data checks
-    and the baselines (every run records the baselines' held-out scores)."""
-    reporter.note(f"surveying {len(train_split) + len(test_split)} images (data checks, baselines)")
-    return survey(train_split, pipeline, thumbnail_size), survey(test_split, pipeline, thumbnail_size)
 
 
 def _folds(train_split: ImageData, folds: int, seed: int) -> list[Fold]:
@@ -517,6 +563,7 @@ def _model_card(
         "dataset": data.report.to_dict(),
         # Images per class in training: the server's drift signal compares its predictions with it.
         "trainClassCounts": dict(zip(data.classes, train_split.class_counts(), strict=True)),
+        # The primary's training split; trainingFingerprint covers the sources' images too.
         "trainFingerprint": train_split.fingerprint(),
         "versions": export.library_versions(),
         "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -8,6 +8,7 @@ baseline's features) and the spread of its pixels (near-constant images). Memory
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,16 +25,32 @@ SURVEY_BATCH = 32
 class Survey:
     thumbnails: np.ndarray  # float32 [N, 3 * size * size] in [0, 1], in the split's item order
     spread: np.ndarray  # float32 [N], the std of each image's pixels on a 0..1 scale
+    # S16 [N]: a digest of each image's pixels as the network sees them (after the eval resize), so the
+    # same picture matches whatever its file format or the dataset it came from.
+    pixel_digests: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> Survey:
+        return Survey(self.thumbnails[keep], self.spread[keep], self.pixel_digests[keep])
+
+
+def pixel_digests(pixels: np.ndarray) -> np.ndarray:
+    """A 16-byte digest of each uint8 image [N, 3, H, W]."""
+    return np.array(
+        [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() for image in pixels],
+        dtype="S16",
+    )
 
 
 def survey(data: ImageData, pipeline: Pipeline, thumbnail_size: int) -> Survey:
-    """Thumbnails and pixel spreads of every image of `data`, in order."""
-    thumbnails, spreads = [], []
+    """Thumbnails, pixel spreads and pixel digests of every image of `data`, in order."""
+    thumbnails, spreads, digests = [], [], []
     for pixels, _ in pipeline.eval_feed(data, None, batch_size=SURVEY_BATCH).pixels():
         array = pixels.numpy()
         thumbnails.append(baselines.thumbnails(array, thumbnail_size).astype(np.float32))
         spreads.append(data_checks.pixel_spread(array))
+        digests.append(pixel_digests(array))
     width = 3 * thumbnail_size * thumbnail_size
     if not thumbnails:
-        return Survey(np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=np.float32))
-    return Survey(np.concatenate(thumbnails), np.concatenate(spreads))
+        empty = np.zeros(0, dtype=np.float32)
+        return Survey(np.zeros((0, width), dtype=np.float32), empty, np.zeros(0, dtype="S16"))
+    return Survey(np.concatenate(thumbnails), np.concatenate(spreads), np.concatenate(digests))

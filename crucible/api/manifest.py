@@ -72,6 +72,14 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [field.alias or name for name, field in model.model_fields.items()]
 
 
+def _dotted(root: str, loc: list) -> str:
+    """`spec.dataset.sources[1].uri`: list positions in brackets, as kubectl and the docs write them."""
+    path = root
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
 def describe_validation_error(error: ValidationError, model: type[BaseModel], root: str = "spec") -> str:
     """One line per problem: `spec.model.architecture: ... ; allowed: ...`."""
     lines = []
@@ -80,7 +88,7 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], ro
         owner: type[BaseModel] | None = model
         for part in loc[:-1]:
             owner = _submodel(owner, part)
-        path = ".".join([root, *(str(part) for part in loc)]) if loc else root
+        path = _dotted(root, loc)
         kind = item["type"]
         if kind == "extra_forbidden":
             allowed = ", ".join(_field_names(owner)) if owner else "see the CRD"

@@ -70,7 +70,8 @@ class TrainResult(BaseModel):
         if len(text) <= limit:
             return text
         # Too long (many folds, long file names, a long reason): drop per-fold scores, then the names of
-        # skipped files and folders (their counts stay; result.json keeps them), then shorten the reason.
+        # skipped files and folders (their counts stay; result.json keeps them), then each extra source's
+        # detail (its image count stays), then shorten the reason.
         for gate in document.get("gates", {}).values():
             gate.pop("folds", None)
         text = json.dumps(document, separators=(",", ":"))
@@ -79,6 +80,14 @@ class TrainResult(BaseModel):
             dataset.pop("badFileExamples", None)
             if isinstance(dataset.get("ignoredFolders"), dict):
                 dataset["ignoredFolders"].pop("names", None)
+            text = json.dumps(document, separators=(",", ":"))
+        sources = document.get("sources")
+        if len(text) > limit and isinstance(sources, dict):
+            # Each source down to its image count (the model card keeps the rest).
+            document["sources"] = {
+                name: entry.get("images") if isinstance(entry, dict) else entry
+                for name, entry in sources.items()
+            }
             text = json.dumps(document, separators=(",", ":"))
         if len(text) > limit:
             excess = len(text) - limit + 3

@@ -28,6 +28,43 @@ EarlyStoppingMetric = Literal["loss", "balancedAccuracy", "macroF1", "accuracy"]
 ResizePolicy = Literal["stretch", "shorterSideCrop", "letterbox"]
 
 REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "pvc://")
+# Where an extra dataset source may live: a local path has no scheme.
+SOURCE_SCHEMES = ("file://", "s3://", "pvc://")
+SOURCE_NAME_PATTERN = r"^[A-Za-z0-9]([-_.A-Za-z0-9]{0,62}[A-Za-z0-9])?$"
+
+
+class SourceSpec(SpecModel):
+    """An extra image folder whose images join the training side only (e.g. captured, labelled data)."""
+
+    uri: str = Field(
+        ...,
+        min_length=1,
+        description="One folder per class: a local path or file:// URI, s3://<bucket>/<prefix> (cached like "
+        "the primary dataset), or pvc://<claim>/<path> on a cluster (mounted read-only).",
+    )
+    name: str | None = Field(
+        None,
+        pattern=SOURCE_NAME_PATTERN,
+        description="A short name for the result and the model card. Default: the last part of uri.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _folder_uri(cls, value: str) -> str:
+        if "://" in value and not value.startswith(SOURCE_SCHEMES):
+            scheme = value.split("://", 1)[0]
+            raise ValueError(
+                f"scheme {scheme}:// is not supported; allowed: a local path, file://, s3://, pvc://"
+            )
+        return value
+
+    @property
+    def label(self) -> str:
+        """The name in the result: `name`, else the uri's last path part."""
+        if self.name:
+            return self.name
+        path = self.uri.split("://", 1)[-1].rstrip("/")
+        return path.rsplit("/", 1)[-1] or path or "source"
 
 
 class DatasetSpec(SpecModel):
@@ -89,12 +126,32 @@ class DatasetSpec(SpecModel):
         "result; more fail the run, naming the first few.",
     )
     fake_samples: int = Field(512, ge=10, le=100_000, description="For source fake: how many images.")
+    sources: list[SourceSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Extra image folders (e.g. captured, labelled data) whose images join the training side "
+        "only: the primary dataset (source, uri) alone defines the held-out split, so retrains on grown "
+        "data keep the same held-out split and stay comparable. Curation (sampleFraction, perClassLimit, "
+        "balance) applies to the primary dataset only; folders of classes outside the class list are "
+        "skipped; a source image identical to a held-out image is dropped.",
+    )
 
     @model_validator(mode="after")
     def _uri_for_image_folder(self) -> DatasetSpec:
         if self.source == "imageFolder" and not self.uri:
             raise ValueError("uri is required when source is imageFolder")
         return self
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_source_names(cls, value: list[SourceSpec]) -> list[SourceSpec]:
+        names = [source.label for source in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"source names must be unique; repeated: {', '.join(repeated)} (set name on each source)"
+            )
+        return value
 
     @property
     def resize_policy(self) -> str:

@@ -43,22 +43,39 @@ class TrainingPlan:
     study_args: tuple[str, ...] = ()
 
 
-def _dataset_mount(spec: TrainingRunSpec) -> tuple[TrainingRunSpec, list[Mount]]:
-    """A pvc:// dataset is mounted read-only and the trainer is handed its local path instead."""
-    uri = spec.dataset.uri
-    if not uri or not uri.startswith(PVC_SCHEME):
-        if uri and "://" in uri and not uri.startswith("file://"):
+def _local_folder(uri: str, field: str) -> tuple[str, Mount | None]:
+    """A pvc:// folder's path in the pod and its read-only mount; file:// and paths pass unchanged."""
+    if not uri.startswith(PVC_SCHEME):
+        if "://" in uri and not uri.startswith("file://"):
             scheme = uri.split("://", 1)[0]
-            raise InvalidSpec(
-                "spec.dataset.uri", f"scheme {scheme}:// is not supported; allowed: pvc://, file://, a path"
-            )
-        return spec, []
-    location = parse_pvc_uri(uri, "spec.dataset.uri")
+            raise InvalidSpec(field, f"scheme {scheme}:// is not supported; allowed: pvc://, file://, a path")
+        return uri, None
+    location = parse_pvc_uri(uri, field)
     root = mount_path(DATA_ROOT, location.claim)
-    local = spec.model_copy(
-        update={"dataset": spec.dataset.model_copy(update={"uri": f"{root}/{location.path}"})}
-    )
-    return local, [Mount(location.claim, root, read_only=True)]
+    return f"{root}/{location.path}", Mount(location.claim, root, read_only=True)
+
+
+def _dataset_mount(spec: TrainingRunSpec) -> tuple[TrainingRunSpec, list[Mount]]:
+    """pvc:// datasets (the primary and every extra source) are mounted read-only, one mount per claim,
+    and the trainer is handed their local paths instead."""
+    dataset = spec.dataset
+    mounts: list[Mount] = []
+    update: dict = {}
+    if dataset.uri:
+        update["uri"], mount = _local_folder(dataset.uri, "spec.dataset.uri")
+        mounts += [mount] if mount else []
+    sources = []
+    for index, source in enumerate(dataset.sources):
+        local, mount = _local_folder(source.uri, f"spec.dataset.sources[{index}].uri")
+        # The name stays what the spec's uri gave, so the result names the source as the user does.
+        sources.append(source.model_copy(update={"uri": local, "name": source.label}))
+        mounts += [mount] if mount else []
+    if sources:
+        update["sources"] = sources
+    if not mounts:
+        return spec, []
+    local = spec.model_copy(update={"dataset": dataset.model_copy(update=update)})
+    return local, list(dict.fromkeys(mounts))
 
 
 def plan_training(body: dict, config: OperatorConfig) -> TrainingPlan:

@@ -111,9 +111,28 @@ def test_pvc_dataset_is_mounted_read_only_and_its_local_path_passed_on() -> None
     assert mounts["/data/data"]["readOnly"] is True
 
 
+def test_pvc_sources_are_mounted_read_only_once_per_claim_and_keep_their_names() -> None:
+    sources = [{"uri": "pvc://captures/digits/labelled"}, {"uri": "pvc://data/more", "name": "extra"}]
+    dataset = {"source": "imageFolder", "uri": "pvc://data/flowers", "sources": sources}
+    config_map, job = training_manifests({"dataset": dataset})
+    passed = json.loads(config_map["data"]["spec.json"])["dataset"]["sources"]
+    assert passed == [
+        {"uri": "/data/captures/digits/labelled", "name": "labelled"},
+        {"uri": "/data/data/more", "name": "extra"},
+    ]
+    mounts = [mount for mount in trainer(job)["volumeMounts"] if mount["mountPath"].startswith("/data/")]
+    assert sorted(mount["mountPath"] for mount in mounts) == ["/data/captures", "/data/data"]
+    assert all(mount["readOnly"] for mount in mounts)
+
+
 @pytest.mark.parametrize(
     ("spec", "field", "words"),
     [
+        (
+            {"dataset": {"sources": [{"uri": "pvc://c/x"}, {"uri": "s3://b/labelled"}]}},
+            "spec.dataset.sources[1].uri",
+            "not supported",
+        ),
         ({"resources": {"nodePool": "tpu"}}, "spec.resources.nodePool", "allowed values: cpu, gpu"),
         ({"resources": {"nodePool": "cpu", "gpu": 1}}, "spec.resources.gpu", "pools with GPUs: gpu"),
         ({"resources": {"nodePool": "gpu", "gpu": 0}}, "spec.resources.gpu", "set gpu >= 1"),

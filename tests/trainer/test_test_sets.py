@@ -46,6 +46,6 @@ def test_test_set_names_are_unique_and_folders_local():
             {"evaluation": {"testSets": [{"name": "a", "uri": "/x"}, {"name": "a", "uri": "/y"}]}},
         )
     with pytest.raises(
-        InvalidSpec, match=r"spec.evaluation.testSets.0.uri: .*must be a local path or file://"
+        InvalidSpec, match=r"spec.evaluation.testSets\[0\].uri: .*must be a local path or file://"
     ):
         parse_spec("TrainingRun", {"evaluation": {"testSets": [{"name": "a", "uri": "s3://bucket/test"}]}})
