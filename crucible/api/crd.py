@@ -176,6 +176,12 @@ def _model_deployment() -> Kind:
             AGE,
             _column("Available", ".status.availableReplicas", "integer", priority=1),
             _column("Reason", f"{READY}.reason", priority=1),
+            _column(
+                "Retrained",
+                ".status.retraining.lastRun",
+                priority=1,
+                description="The last TrainingRun spec.retraining created (kubectl get md -o wide).",
+            ),
         ],
         rules={
             # The ModelDeployment's Services are named after it, and a Service name is a DNS-1035 label;

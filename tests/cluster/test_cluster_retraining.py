@@ -6,24 +6,30 @@ answers its capture endpoint on the pod's address (what `crucible serve --captur
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
 
+from crucible.operator.kube import naming
 from tests.cluster.conftest import ARTIFACTS_CLAIM
 from tests.conftest import FAST_SPEC
-from tests.operator.e2e import DEPLOYMENTS, run_phase, status_of
+from tests.operator.e2e import DEPLOYMENTS, condition_of, run_phase, status_of
 from tests.operator.fake_cluster import eventually
 from tests.operator.node_agent import NodeAgent
 from tests.operator.operator_thread import OperatorThread
 from tests.operator.real_cluster import RealCluster
+from tests.operator.service_proxy import ServiceProxy
+from tests.operator.traffic import Traffic, infer_request
 
 LABELS = {"crucible.dev/model": "digits"}
 RUNS = "crucible.dev/v1alpha1/trainingruns"
+SERVERS = "apps/v1/deployments"
 MD = "md"
 
 
@@ -161,3 +167,155 @@ async def test_new_labels_start_retraining_runs_one_at_a_time_and_old_ones_are_r
     after = cluster.get(DEPLOYMENTS, MD)
     assert after["spec"] == applied["spec"]
     assert after["metadata"]["generation"] == applied["metadata"]["generation"]
+
+
+# -- the whole loop, with real trainers and real servers
+
+BASE_SPEC = {**FAST_SPEC, "hyperparameters": {**FAST_SPEC["hyperparameters"], "epochs": 2}}
+CAPTURE = f"pvc://{ARTIFACTS_CLAIM}/capture/{MD}"
+# The retraining template: the same digits (so the same held-out split: comparable for promotion),
+# trained longer, plus what the servers captured and people labelled.
+RETRAIN_SPEC = {
+    **FAST_SPEC,
+    "dataset": {**FAST_SPEC["dataset"], "sources": [{"name": "captured", "uri": f"{CAPTURE}/labelled"}]},
+}
+LOOP_TIMEOUT = 900  # two real trainings and a canary on a busy 2-core machine
+FEEDBACK_IMAGES = 300
+
+
+def shifted_digits() -> tuple[list[bytes], list[str], list[bytes], list[str]]:
+    """scikit-learn's digits with inverted colours (dark ink on a light background, as the trainer renders
+    them otherwise), as PNG files: 300 for clients to send and label, and a fixed test set of 300 others."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = 255 - np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    files = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image, mode="L").save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    labels = [str(target) for target in digits.target]
+    sent = slice(0, FEEDBACK_IMAGES)
+    test = slice(len(files) - 300, len(files))
+    return files[sent], labels[sent], files[test], labels[test]
+
+
+async def predict(session: aiohttp.ClientSession, url: str, png: bytes) -> dict:
+    form = aiohttp.FormData()
+    form.add_field("files", png, filename="digit.png", content_type="image/png")
+    async with session.post(f"{url}/predict", data=form) as response:
+        assert response.status == 200, (response.status, await response.text())
+        assert response.headers.get("X-Request-Id")
+        return await response.json()
+
+
+async def accuracy_on(
+    session: aiohttp.ClientSession, url: str, files: list[bytes], labels: list[str]
+) -> tuple[float, set[str]]:
+    """Top-1 accuracy of what the Service answers on these files, and the model versions that answered."""
+    answers = await asyncio.gather(*(predict(session, url, png) for png in files))
+    right = sum(
+        answer["predictions"][0]["label"] == label for answer, label in zip(answers, labels, strict=True)
+    )
+    return right / len(files), {answer["model_version"] for answer in answers}
+
+
+async def send_and_label(
+    session: aiohttp.ClientSession, url: str, files: list[bytes], labels: list[str]
+) -> None:
+    """A client: each image predicted through the Service, then its true label posted as feedback."""
+    semaphore = asyncio.Semaphore(4)
+
+    async def one(png: bytes, label: str) -> None:
+        async with semaphore:
+            request_id = (await predict(session, url, png))["predictions"][0]["id"]
+            async with session.post(
+                f"{url}/v2/models/{MD}/feedback", json={"id": request_id, "label": label}
+            ) as response:
+                assert response.status == 200, (response.status, await response.text())
+
+    await asyncio.gather(*(one(png, label) for png, label in zip(files, labels, strict=True)))
+
+
+@pytest.mark.slow
+async def test_labelled_captures_retrain_a_model_that_is_promoted_and_better_on_the_shifted_data(
+    cluster: RealCluster,
+    operator: OperatorThread,
+    training_and_serving_kubelet: NodeAgent,
+    services: ServiceProxy,
+) -> None:
+    kubelet = training_and_serving_kubelet
+    sent, sent_labels, test, test_labels = shifted_digits()
+    await cluster.create_resource("TrainingRun", "base", BASE_SPEC, labels=LABELS)
+    base = await run_phase(cluster, "base", ("Succeeded", "Failed"), timeout=LOOP_TIMEOUT)
+    assert base["phase"] == "Succeeded", base.get("reason")
+    spec = {
+        "model": {"selector": {"matchLabels": LABELS}},
+        "capture": {"sampleRate": 1, "destination": CAPTURE},
+        "rollout": {
+            "strategy": "Canary",
+            "steps": [{"weight": 100, "pause": "2s"}],
+            "analysis": {"interval": "2s", "minRequests": 10, "maxLatencyP95Ms": 5000},
+            "progressDeadline": "5m",
+        },
+        "retraining": {
+            "minNewLabels": FEEDBACK_IMAGES,
+            "template": {"metadata": {"labels": LABELS}, "spec": RETRAIN_SPEC},
+        },
+    }
+    applied = await cluster.create_resource("ModelDeployment", MD, spec)
+    served = lambda run: (  # noqa: E731
+        (status_of(cluster, DEPLOYMENTS, MD).get("currentModel") or {}).get("trainingRun") == run
+        and condition_of(status_of(cluster, DEPLOYMENTS, MD), "Ready").get("status") == "True"
+    )
+    await eventually(lambda: served("base"), 300, "the base model served")
+    url = await services.url(naming.service_name(MD))
+    # Clients keep using the model the whole time: no request may fail, through the canary too.
+    poller = Traffic(url, MD, infer_request((3, 16, 16)), pause=0.1).start()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            before, before_versions = await accuracy_on(session, url, test, test_labels)
+            await send_and_label(session, url, sent, sent_labels)
+            await eventually(lambda: cluster.get(RUNS, f"{MD}-retrain-1"), 60, "minNewLabels fired")
+            trigger = retraining(cluster)["lastTrigger"]
+            retrained = await run_phase(
+                cluster, f"{MD}-retrain-1", ("Succeeded", "Failed"), timeout=LOOP_TIMEOUT
+            )
+            assert retrained["phase"] == "Succeeded", retrained.get("reason")
+            await eventually(lambda: served(f"{MD}-retrain-1"), LOOP_TIMEOUT, "the retrained model promoted")
+            await eventually(lambda: cluster.get(SERVERS, f"{MD}-canary") is None, 60, "canary removed")
+            await eventually(
+                lambda: (
+                    {
+                        pod.body["metadata"]["annotations"]["crucible.dev/training-run"]
+                        for pod in kubelet.pods_of(f"{MD}-stable")
+                    }
+                    == {f"{MD}-retrain-1"}
+                ),
+                120,
+                "only the promoted model serves",
+            )
+            after, after_versions = await accuracy_on(session, url, test, test_labels)
+    finally:
+        await poller.stop()
+
+    print(
+        f"\naccuracy on the fixed shifted (inverted) test set of {len(test)} digits: "
+        f"served model before {before:.3f} (base, {sorted(before_versions)}), "
+        f"after {after:.3f} ({MD}-retrain-1, {sorted(after_versions)}); "
+        f"held-out digits accuracy {base['metrics']['accuracy']:.3f} -> {retrained['metrics']['accuracy']:.3f}"
+    )
+    assert trigger["reason"] == "NewLabels" and trigger["message"].startswith(f"{FEEDBACK_IMAGES} new labels")
+    assert after > before
+    history = status_of(cluster, DEPLOYMENTS, MD)["history"]
+    assert [(h["action"], h["trainingRun"], h["previous"]) for h in history] == [
+        ("Promoted", f"{MD}-retrain-1", "base")
+    ]
+    assert poller.failures == [] and len(poller.answers) > 50
+    after_spec = cluster.get(DEPLOYMENTS, MD)
+    assert after_spec["spec"] == applied["spec"]
