@@ -7,6 +7,7 @@ answers its capture endpoint on the pod's address (what `crucible serve --captur
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -282,7 +283,9 @@ async def test_labelled_captures_retrain_a_model_that_is_promoted_and_better_on_
             before, before_versions = await accuracy_on(session, url, test, test_labels)
             await send_and_label(session, url, sent, sent_labels)
             await eventually(lambda: cluster.get(RUNS, f"{MD}-retrain-1"), 60, "minNewLabels fired")
-            trigger = retraining(cluster)["lastTrigger"]
+            trigger = await eventually(
+                lambda: retraining(cluster).get("lastTrigger"), 30, "the trigger in status"
+            )
             retrained = await run_phase(
                 cluster, f"{MD}-retrain-1", ("Succeeded", "Failed"), timeout=LOOP_TIMEOUT
             )
@@ -304,13 +307,18 @@ async def test_labelled_captures_retrain_a_model_that_is_promoted_and_better_on_
     finally:
         await poller.stop()
 
+    artifact = retrained["artifact"]["uri"].removeprefix(f"pvc://{ARTIFACTS_CLAIM}/")
+    card = json.loads((kubelet.volume(ARTIFACTS_CLAIM) / artifact / "model.json").read_text())
+    trained_on = {source["name"]: source["images"] for source in card["sources"]}
     print(
-        f"\naccuracy on the fixed shifted (inverted) test set of {len(test)} digits: "
+        f"\nthe retrained run's extra sources: {trained_on}; "
+        f"accuracy on the fixed shifted (inverted) test set of {len(test)} digits: "
         f"served model before {before:.3f} (base, {sorted(before_versions)}), "
         f"after {after:.3f} ({MD}-retrain-1, {sorted(after_versions)}); "
         f"held-out digits accuracy {base['metrics']['accuracy']:.3f} -> {retrained['metrics']['accuracy']:.3f}"
     )
     assert trigger["reason"] == "NewLabels" and trigger["message"].startswith(f"{FEEDBACK_IMAGES} new labels")
+    assert trained_on == {"captured": FEEDBACK_IMAGES}
     assert after > before
     history = status_of(cluster, DEPLOYMENTS, MD)["history"]
     assert [(h["action"], h["trainingRun"], h["previous"]) for h in history] == [
