@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 DROP_QUEUE_FULL = "queue_full"
 DROP_DAILY_LIMIT = "max_bytes_per_day"
 DROP_SHUTDOWN = "shutdown"
+# PNG chunks that say how to show the pixels, nothing about who or where: such a PNG is kept as it is.
+PLAIN_PNG_INFO = frozenset({"dpi", "gamma", "srgb", "chromaticity", "aspect", "icc_profile"})
+# The writer's CPU share is measured over windows of this length.
+PACE_WINDOW_SECONDS = 2.0
 # A failing store is logged at most this often (the counter in /metrics has every failure).
 LOG_EVERY_SECONDS = 60.0
 
@@ -65,19 +69,22 @@ def ranked_classes(probabilities: np.ndarray, classes: list[str], k: int) -> lis
 
 
 def _image_file(upload: bytes) -> tuple[bytes, list[int]]:
-    """The decoded upload as PNG (EXIF orientation applied, RGB or L, original size) and its shape
-    [C, H, W]. A PNG that is already that is stored byte for byte."""
+    """The decoded upload as PNG (EXIF orientation applied, RGB or L, original size, no metadata: EXIF,
+    text chunks and the like are not kept) and its shape [C, H, W]. A PNG that is already that is
+    stored byte for byte."""
     from crucible.trainer.imaging import to_rgb
 
     with Image.open(io.BytesIO(upload)) as image:
-        upright = image.getexif().get(0x0112, 1) in (None, 1)
-        if image.format == "PNG" and image.mode in ("RGB", "L") and upright:
+        image.load()  # text chunks after the pixels are read too
+        plain = set(image.info) <= PLAIN_PNG_INFO
+        if image.format == "PNG" and image.mode in ("RGB", "L") and plain:
             channels = 1 if image.mode == "L" else 3
             return upload, [channels, image.height, image.width]
-        image.load()
         picture = ImageOps.exif_transpose(image) if image.mode == "L" else to_rgb(image)
         buffer = io.BytesIO()
-        picture.save(buffer, format="PNG", compress_level=3)
+        # Level 1: several times faster than the default for a little more space; the writer shares
+        # the server's CPU.
+        picture.save(buffer, format="PNG", compress_level=1)
         channels = 1 if picture.mode == "L" else 3
         return buffer.getvalue(), [channels, picture.height, picture.width]
 
@@ -152,6 +159,19 @@ class Capture:
         rate = self.settings.sample_rate
         return rate >= 1 or self._draw() < rate
 
+    def admit(self, model: str, seconds: float) -> bool:
+        """Whether to capture a request now: sampled, and room to store it (else counted as dropped).
+        Checked before the request path builds anything for the writer."""
+        if not self.sampled():
+            return False
+        if self._full_day is not None and self._full_day == _utc_day(seconds):
+            self._on_drop(model, DROP_DAILY_LIMIT)
+            return False
+        if self._queue.full():
+            self._on_drop(model, DROP_QUEUE_FULL)
+            return False
+        return True
+
     def offer(self, item: Item) -> bool:
         """Queue `item` for writing, at once; False (and counted) when it is dropped."""
         if self._full_day is not None and self._full_day == _utc_day(item.time):
@@ -208,6 +228,7 @@ class Capture:
                 self._on_drop(item.model.name, DROP_SHUTDOWN)
 
     def _run(self) -> None:
+        self._window_cpu, self._window_wall = time.thread_time(), time.monotonic()
         for model in self.models_by_name.values():
             try:
                 write_model(self.store, model.name, model.version, model.sha256, model.classes)
@@ -225,6 +246,19 @@ class Capture:
                 if item is None:
                     return
                 self._write(item)
+                if not self._stopping:
+                    self._pace()
+
+    def _pace(self) -> None:
+        """Sleep off CPU time beyond `max_cpu_share` of the wall time since the window began: the
+        writer shares the server's cores (and its GIL) with the requests it must never slow."""
+        cpu = time.thread_time() - self._window_cpu
+        wall = time.monotonic() - self._window_wall
+        excess = cpu / self.settings.max_cpu_share - wall
+        if excess > 0:
+            time.sleep(min(excess, PACE_WINDOW_SECONDS))
+        if wall > PACE_WINDOW_SECONDS:
+            self._window_cpu, self._window_wall = time.thread_time(), time.monotonic()
 
     def _write(self, item: Item) -> None:
         model = item.model.name

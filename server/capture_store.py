@@ -9,7 +9,7 @@ CaptureStoreError of one line; the server counts them and never turns them into 
 from __future__ import annotations
 
 import os
-import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,13 +68,13 @@ class LocalStore(CaptureStore):
         path = self._path(name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".partial")
+            # Hidden while it is written; the name is this process's and thread's own.
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
             try:
-                with os.fdopen(handle, "wb") as file:
-                    file.write(data)
+                temporary.write_bytes(data)
                 os.replace(temporary, path)
             except BaseException:
-                Path(temporary).unlink(missing_ok=True)
+                temporary.unlink(missing_ok=True)
                 raise
         except OSError as error:
             raise CaptureStoreError(f"cannot write {path}: {error.strerror or error}") from None

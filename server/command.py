@@ -46,6 +46,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ArtifactError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    if args.capture and args.capture_sample_rate > 0:
+        from crucible.server.capture_store import CaptureStoreError, open_store
+
+        try:
+            open_store(args.capture)
+        except CaptureStoreError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_INVALID
     # Idle OpenMP workers of the forward pass would otherwise spin on the cores the event loop
     # needs to read requests; on a busy or shared CPU that spinning slows small batches many times.
     # It has to be set before torch is imported.

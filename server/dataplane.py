@@ -158,7 +158,7 @@ class DataPlane:
         request_id = (
             client_id if client_id is not None and labels.is_request_id(client_id) else new_request_id()
         )
-        if self.capture is not None and self.capture.sampled():
+        if self.capture is not None and self.capture.admit(model.name, time.time()):
             self._capture_tensors(model, request_id, request.images, probabilities)
         body, json_length = codec.encode_infer_response(
             model.name, model.version, request, probabilities, model.classes, request_id
@@ -205,7 +205,7 @@ class DataPlane:
                     "top_k": top,
                 }
             )
-            if self.capture is not None and self.capture.sampled():
+            if self.capture is not None and self.capture.admit(model.name, now):
                 identity = self.capture.models_by_name[model.name]
                 prediction = ranked_classes(row, model.classes, max(k, self.settings.default_top_k))
                 self.capture.offer(Item(request_id, identity, prediction, now, upload=data))

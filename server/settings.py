@@ -21,12 +21,17 @@ class CaptureSettings:
     batch_size: int = 64
     # How long a stopping server keeps writing what is queued before it drops the rest.
     drain_seconds: float = 10.0
+    # Most CPU time the writer takes, as a share of wall time: under heavy load capture costs serving
+    # at most this much, and what the writer cannot keep up with is dropped (counted as queue_full).
+    max_cpu_share: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 <= self.sample_rate <= 1:
             raise ValueError(f"capture sample rate must be within 0..1, got {self.sample_rate}")
         if self.max_bytes_per_day is not None and self.max_bytes_per_day < 1:
             raise ValueError(f"capture max bytes per day must be at least 1, got {self.max_bytes_per_day}")
+        if not 0 < self.max_cpu_share <= 1:
+            raise ValueError(f"capture max_cpu_share must be within (0, 1], got {self.max_cpu_share}")
         if self.queue_size < 1 or self.batch_size < 1:
             raise ValueError("capture queue_size and batch_size must be at least 1")
 

@@ -204,6 +204,13 @@ def _model_deployment() -> Kind:
                     "set exactly one of trainingRun, tuningJob, selector",
                 )
             ],
+            "spec.capture": [
+                _rule(
+                    "!has(self.sampleRate) || self.sampleRate == 0.0 || has(self.destination)",
+                    "destination is required when sampleRate is above 0",
+                    ".destination",
+                )
+            ],
             # Runs that the selector would not pick would train for nothing. (That the template's labels
             # match the selector is checked by the operator: the CEL cost of comparing maps is too high.)
             "spec": [

@@ -106,6 +106,8 @@ CASES = [
      with_spec("ModelDeployment", set_path(), name="2024-digits"), "metadata"),
     ("ModelDeployment", "set exactly one of trainingRun, tuningJob, selector",
      with_spec("ModelDeployment", _model(trainingRun="a", tuningJob="b")), "spec.model"),
+    ("ModelDeployment", "destination is required when sampleRate is above 0",
+     with_spec("ModelDeployment", set_path(**{"capture.sampleRate": 0.5})), "spec.capture.destination"),
     ("ModelDeployment", "the gpu node pool needs gpu >= 1",
      with_spec("ModelDeployment", set_path(**{"resources.nodePool": "gpu", "resources.gpu": 0})),
      "spec.resources.gpu"),

@@ -294,4 +294,50 @@ def test_an_exif_rotated_jpeg_is_stored_upright(digits_model, tmp_path):
         written(client, request_id)
     record = json.loads((tmp_path / "requests" / f"{request_id}.json").read_text())
     assert record["input"]["shape"] == [3, 40, 20]
-    assert Image.open(tmp_path / "requests" / f"{request_id}.png").size == (20, 40)
+    stored = Image.open(tmp_path / "requests" / f"{request_id}.png")
+    assert stored.size == (20, 40) and "exif" not in stored.info  # upright, and no metadata kept
+
+
+def test_metadata_in_an_uploaded_png_is_not_kept(digits_model, digit_pixels, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    pixels, _ = digit_pixels
+    text = PngInfo()
+    text.add_text("Location", "51.5N 0.1W")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[5].transpose(1, 2, 0)).save(buffer, format="PNG", pnginfo=text)
+    with serving(digits_model, tmp_path) as client:
+        answer = client.post("/predict", files=[("files", ("tagged.png", buffer.getvalue(), "image/png"))])
+        request_id = answer.json()["predictions"][0]["id"]
+        written(client, request_id)
+    stored = Image.open(tmp_path / "requests" / f"{request_id}.png")
+    stored.load()
+    assert "Location" not in stored.info and np.array_equal(np.asarray(stored).transpose(2, 0, 1), pixels[5])
+
+
+def test_an_s3_destination_holds_captures_labels_and_counts(
+    digits_model, digit_pixels, s3_store, monkeypatch
+):
+    for name, value in s3_store.env().items():
+        monkeypatch.setenv(name, value)
+    pixels, _ = digit_pixels
+    bucket = s3_store.new_bucket()
+    settings = ServerSettings(capture=CaptureSettings(destination=f"s3://{bucket}/capture/digits"))
+    with TestClient(create_app(ModelRepository([digits_model]), settings)) as client:
+        request_id = client.post(INFER, json=infer_body(pixels[4:5])).headers["X-Request-Id"]
+        written(client, request_id)
+        assert client.post(FEEDBACK, json={"id": request_id, "label": "4"}).status_code == 200
+        assert client.post(FEEDBACK, json={"id": "1" * 32, "label": "4"}).status_code == 404
+        status = client.get(CAPTURE).json()
+    assert (status["captured"], status["labelled"], status["labelledByClass"]) == (1, 1, {"4": 1})
+    keys = s3_store.keys(bucket, "capture/digits/")
+    assert f"capture/digits/labelled/4/{request_id}.png" in keys
+    assert {f"capture/digits/requests/{request_id}.{ext}" for ext in ("json", "npy")} <= set(keys)
+
+
+def test_the_training_share_is_the_cards_training_class_counts(client, digits_artifact):
+    counts = json.loads((digits_artifact / "model.json").read_text())["trainClassCounts"]
+    assert list(counts) == CLASSES and all(count > 0 for count in counts.values())
+    training = client.get(CAPTURE).json()["drift"]["trainingShare"]
+    total = sum(counts.values())
+    assert training == pytest.approx({name: count / total for name, count in counts.items()})

@@ -1,5 +1,6 @@
 """`crucible label`: labels from a person or from a file produced elsewhere, checked against the classes
-of the model that answered, on a capture directory the real server wrote."""
+of the model that answered, on a capture directory the real server wrote; and `crucible serve
+--capture` refusing a destination it cannot use."""
 
 from __future__ import annotations
 
@@ -73,3 +74,12 @@ def test_an_unreadable_file_is_one_line_of_error(tmp_path):
     assert_one_line_error(
         run_crucible("label", str(tmp_path), "--import", str(bad), cwd=tmp_path), "header id,label"
     )
+
+
+def test_serve_refuses_a_capture_destination_it_cannot_write_to_before_loading_the_model(
+    tmp_path, digits_artifact
+):
+    proc = run_crucible(
+        "serve", "--model", str(digits_artifact), "--capture", "http://example/x", cwd=tmp_path
+    )
+    assert_one_line_error(proc, "--capture", "neither a directory nor an s3://")
