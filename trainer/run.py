@@ -54,8 +54,7 @@ from crucible.trainer.pipeline import Normalization, Pipeline, uses_augmentation
 from crucible.trainer.progress import Reporter, SilentReporter
 from crucible.trainer.publish import PublishError, publish
 from crucible.trainer.report import write_report
-from crucible.trainer.sources import LoadedSource, held_out_copies, load_sources, record_counts, training_side
-from crucible.trainer.survey import Survey, survey
+from crucible.trainer.sources import LoadedSource, assemble_training_side
 from crucible.trainer.test_sets import evaluate_test_sets
 
 
@@ -203,49 +202,6 @@ def _load(spec: TrainingRunSpec, data_seed: int, reporter: Reporter) -> ImageDat
     return data
 
 
-def _load_sources(spec: TrainingRunSpec, classes: list[str], reporter: Reporter) -> list[LoadedSource]:
-    sources = load_sources(spec.dataset, classes, available_cpus())
-    for index, source in enumerate(sources):
-        where = f"spec.dataset.sources[{index}] ({source.name})"
-        if source.warning:
-            reporter.note(f"warning: {where}: {source.warning}")
-        if source.ignored_folders:
-            reporter.note(
-                f"{where}: skipped {len(source.ignored_folders)} folder(s) not in the class list: "
-                + ", ".join(source.ignored_folders[:10])
-            )
-    return sources
-
-
-def _training_side(
-    spec: TrainingRunSpec,
-    primary_train: ImageData,
-    test_split: ImageData,
-    pipeline: Pipeline,
-    progress: _Progress,
-    reporter: Reporter,
-) -> tuple[ImageData, tuple[Survey, Survey]]:
-    """The primary's training split plus the sources' images, less any source image identical to a
-    held-out one, with the (training, held-out) surveys: one decoding pass over both, shared by the
-    data checks and the baselines (every run records the baselines' held-out scores)."""
-    progress.sources = _load_sources(spec, primary_train.classes, reporter) if spec.dataset.sources else []
-    side = training_side(primary_train, progress.sources)
-    thumbnail_size = spec.gates.baseline.thumbnail_size
-    reporter.note(f"surveying {len(side.data) + len(test_split)} images (data checks, baselines)")
-    train_survey, test_survey = (
-        survey(side.data, pipeline, thumbnail_size),
-        survey(test_split, pipeline, thumbnail_size),
-    )
-    dropped = held_out_copies(side, train_survey.pixel_digests, test_survey.pixel_digests)
-    record_counts(side, progress.sources, dropped)
-    if len(dropped):
-        reporter.note(f"dropped {len(dropped)} source image(s) identical to held-out images from training")
-    keep = np.setdiff1d(np.arange(len(side.data)), dropped)
-    if len(keep) == len(side.data):
-        return side.data, (train_survey, test_survey)
-    return side.data.subset(keep), (train_survey.subset(keep), test_survey)
-
-
 def _run_stages(
     spec: TrainingRunSpec,
     context: RunContext,
@@ -274,7 +230,9 @@ def _run_stages(
         device,
         pretrained=bool(spec.model.pretrained_weights),
     )
-    train_split, surveys = _training_side(spec, primary_train, test_split, pipeline, progress, reporter)
+    train_split, surveys, progress.sources = assemble_training_side(
+        spec, primary_train, test_split, pipeline, reporter
+    )
     # The validation split drives early stopping and pruning; the held-out split is evaluated once.
     fit_split, val_split = split(train_split, spec.dataset.validation_fraction, data_seed + 1)
     norm = pipeline.normalization(fit_split, spec.seed)

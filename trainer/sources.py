@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crucible.api.trainingrun import DatasetSpec, SourceSpec
+from crucible.api.trainingrun import DatasetSpec, SourceSpec, TrainingRunSpec
+from crucible.resources import available_cpus
 from crucible.s3 import is_s3_uri
 from crucible.trainer.data import (
     CombinedSource,
-    DatasetError,
     ImageData,
     check_source,
     checked_folder,
@@ -30,7 +30,10 @@ from crucible.trainer.data import (
     class_folders,
     folder_path,
 )
+from crucible.trainer.pipeline import Pipeline
+from crucible.trainer.progress import Reporter
 from crucible.trainer.remote import check_remote, default_cache_dir, sync
+from crucible.trainer.survey import Survey, survey
 
 # Names of skipped class folders kept per source in the model card.
 IGNORED_SHOWN = 10
@@ -48,6 +51,7 @@ class LoadedSource:
     data: ImageData | None
     ignored_folders: list[str] = field(default_factory=list)
     warning: str | None = None
+    bad_files: int = 0  # unreadable files skipped
     # Set once the training side is assembled: images kept, and images dropped as held-out copies.
     images: int = 0
     held_out_copies: int = 0
@@ -65,7 +69,7 @@ class LoadedSource:
             "images": self.images,
             "fingerprint": self.fingerprint,
             "heldOutCopies": self.held_out_copies,
-            "badFiles": self.data.report.bad_files if self.data is not None else 0,
+            "badFiles": self.bad_files,
         }
         if self.ignored_folders:
             entry["ignoredFolders"] = self.ignored_folders[:IGNORED_SHOWN]
@@ -80,8 +84,8 @@ class LoadedSource:
             entry["heldOutCopies"] = self.held_out_copies
         if self.ignored_folders:
             entry["ignoredFolders"] = len(self.ignored_folders)
-        if self.data is not None and self.data.report.bad_files:
-            entry["badFiles"] = self.data.report.bad_files
+        if self.bad_files:
+            entry["badFiles"] = self.bad_files
         if self.warning:
             entry["warning"] = self.warning
         return entry
@@ -106,37 +110,32 @@ def _local_root(source: SourceSpec, index: int, cache_dir: Path | None) -> Path:
 
 
 def load_source(
-    source: SourceSpec,
-    index: int,
-    classes: list[str],
-    max_bad_files: int,
-    workers: int,
-    cache_dir: Path | None,
+    source: SourceSpec, index: int, classes: list[str], workers: int, cache_dir: Path | None
 ) -> LoadedSource:
-    """The images of one source under the class folders named in `classes`, labelled in that order."""
+    """The images of one source under the class folders named in `classes`, labelled in that order.
+    Unreadable files are skipped and counted, whatever maxBadFiles says: a source such as a capture
+    view is written to while runs read it, and one half-written picture must not stop a retrain."""
     root = _local_root(source, index, cache_dir)
     if not root.is_dir():
         return LoadedSource(source, None, warning=f"{source.uri!r} is not a directory: no images")
     ignored = [name for name in class_folders(root) if name not in classes]
     paths, labels = class_files(root, classes)
-    if not paths:
-        return LoadedSource(
-            source, None, ignored, f"{source.uri!r} holds no images in folders of the class list"
-        )
-    try:
-        data = checked_folder(root, paths, labels, classes, max_bad_files, workers, source.uri)
-    except DatasetError as error:
-        raise DatasetError(f"{field_of(index)}: {error}") from None
-    return LoadedSource(source, data, ignored)
+    data = checked_folder(root, paths, labels, classes, len(paths), workers, source.uri)
+    bad = data.report.bad_files
+    if not len(data):
+        warning = f"{source.uri!r} holds no readable images in folders of the class list"
+        if (root / "labelled").is_dir():
+            warning += f" (a capture destination? its image-folder view is {source.uri.rstrip('/')}/labelled)"
+        return LoadedSource(source, None, ignored, warning, bad)
+    return LoadedSource(source, data, ignored, bad_files=bad)
 
 
 def load_sources(
     spec: DatasetSpec, classes: list[str], workers: int = 0, cache_dir: Path | None = None
 ) -> list[LoadedSource]:
-    """Every source of the spec, in order (maxBadFiles applies to each source on its own)."""
+    """Every source of the spec, in order."""
     return [
-        load_source(source, index, classes, spec.max_bad_files, workers, cache_dir)
-        for index, source in enumerate(spec.sources)
+        load_source(source, index, classes, workers, cache_dir) for index, source in enumerate(spec.sources)
     ]
 
 
@@ -146,9 +145,6 @@ class TrainingSide:
 
     data: ImageData
     origin: np.ndarray  # int64 [N]: 0 for the primary, k for the k-th source that has images
-
-    def subset(self, keep: np.ndarray) -> TrainingSide:
-        return TrainingSide(self.data.subset(keep), self.origin[keep])
 
 
 def training_side(primary_train: ImageData, sources: list[LoadedSource]) -> TrainingSide:
@@ -185,3 +181,43 @@ def record_counts(side: TrainingSide, sources: list[LoadedSource], dropped: np.n
         source.images = len(mine)
         source.held_out_copies = int((dropped_origin == k).sum())
         source.fingerprint = side.data.subset(mine).fingerprint()
+
+
+def _logged(sources: list[LoadedSource], reporter: Reporter) -> None:
+    for index, source in enumerate(sources):
+        where = f"spec.dataset.sources[{index}] ({source.name})"
+        if source.warning:
+            reporter.note(f"warning: {where}: {source.warning}")
+        if source.ignored_folders:
+            reporter.note(
+                f"{where}: skipped {len(source.ignored_folders)} folder(s) not in the class list: "
+                + ", ".join(source.ignored_folders[:IGNORED_SHOWN])
+            )
+
+
+def assemble_training_side(
+    spec: TrainingRunSpec,
+    primary_train: ImageData,
+    held_out: ImageData,
+    pipeline: Pipeline,
+    reporter: Reporter,
+) -> tuple[ImageData, tuple[Survey, Survey], list[LoadedSource]]:
+    """The primary's training split plus the sources' images, less any source image identical to a
+    held-out one; the (training, held-out) surveys, from one decoding pass over both that the data
+    checks and the baselines share; and the sources with their counts."""
+    sources = load_sources(spec.dataset, primary_train.classes, available_cpus())
+    _logged(sources, reporter)
+    side = training_side(primary_train, sources)
+    thumbnail_size = spec.gates.baseline.thumbnail_size
+    reporter.note(f"surveying {len(side.data) + len(held_out)} images (data checks, baselines)")
+    side_survey, held_out_survey = (
+        survey(side.data, pipeline, thumbnail_size),
+        survey(held_out, pipeline, thumbnail_size),
+    )
+    dropped = held_out_copies(side, side_survey.pixel_digests, held_out_survey.pixel_digests)
+    record_counts(side, sources, dropped)
+    if not len(dropped):
+        return side.data, (side_survey, held_out_survey), sources
+    reporter.note(f"dropped {len(dropped)} source image(s) identical to held-out images from training")
+    keep = np.setdiff1d(np.arange(len(side.data)), dropped)
+    return side.data.subset(keep), (side_survey.subset(keep), held_out_survey), sources

@@ -39,8 +39,8 @@ class SourceSpec(SpecModel):
     uri: str = Field(
         ...,
         min_length=1,
-        description="One folder per class: a local path or file:// URI, s3://<bucket>/<prefix> (cached like "
-        "the primary dataset), or pvc://<claim>/<path> on a cluster (mounted read-only).",
+        description="One folder per class: a local path or file:// URI, s3://<bucket>/<prefix> (local runs; "
+        "cached like the primary dataset), or pvc://<claim>/<path> on a cluster (mounted read-only).",
     )
     name: str | None = Field(
         None,

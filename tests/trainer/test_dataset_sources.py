@@ -92,7 +92,10 @@ def test_source_images_join_the_training_side_and_held_out_copies_are_dropped(tm
     for index in primary_train.items[:5]:
         write_digit(tmp_path / "labelled", int(index), invert=True)
     write_digit(tmp_path / "labelled", int(held_out.items[0]), name="copy")
+    # A picture caught half-written (a capture view is written to while runs read it): skipped, counted.
+    (tmp_path / "labelled" / "3" / "partial.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     sources = load_sources(spec, primary.classes)
+    assert sources[0].bad_files == 1 and sources[0].result_entry()["badFiles"] == 1
     side = training_side(primary_train, sources)
     assert len(side.data) == len(primary_train) + 6 and side.origin.tolist().count(1) == 6
     copy_name = f"labelled:{LABELS[held_out.items[0]]}/copy.png"
@@ -124,6 +127,15 @@ def test_an_s3_source_is_read_through_the_dataset_cache(
     assert np.array_equal(
         np.asarray(source.data.source.read(0)), np.asarray(open_rgb(tmp_path / "png" / "0" / "0.png"))
     )
+
+
+def test_a_capture_destination_given_instead_of_its_labelled_view_says_so(tmp_path: Path) -> None:
+    write_digit(tmp_path / "capture" / "labelled", 0)
+    (tmp_path / "capture" / "requests").mkdir()
+    spec = DatasetSpec(sources=[{"uri": str(tmp_path / "capture")}])
+    [source] = load_sources(spec, [str(i) for i in range(10)])
+    assert source.data is None and source.ignored_folders == ["labelled", "requests"]
+    assert source.warning.endswith(f"its image-folder view is {tmp_path}/capture/labelled)")
 
 
 def test_sources_this_machine_cannot_read_fail_before_training_naming_the_field() -> None:
@@ -183,10 +195,10 @@ def test_a_retrain_on_grown_sources_keeps_the_held_out_split_and_stays_comparabl
     assert labelled["name"] == "labelled" and labelled["uri"] == str(captured)
     assert labelled["images"] == 40 and labelled["heldOutCopies"] == 3
     assert labelled["ignoredFolders"] == ["cat"] and len(labelled["fingerprint"]) == 16
-    assert later["images"] == 0 and "no images" in later["warning"]
+    assert later["images"] == 0 and "no readable images" in later["warning"]
     compact = json.loads(retrained.to_json())["sources"]
     assert compact["labelled"] == {"images": 40, "heldOutCopies": 3, "ignoredFolders": 1}
-    assert compact["later"]["images"] == 0 and "no images" in compact["later"]["warning"]
+    assert compact["later"]["images"] == 0 and "no readable images" in compact["later"]["warning"]
     assert "sources" not in json.loads(original.to_json())
 
     # Comparable for promotion: same dataset, classes and held-out split; the training data grew.
