@@ -83,6 +83,38 @@ GPU_POOL_RULES = [
 ]
 
 
+def training_spec_rules(at: str) -> dict[str, list[dict]]:
+    """The rules of a TrainingRun spec, for a spec at the dotted path `at` (a TrainingRun's own, or the
+    template a ModelDeployment's spec.retraining creates runs from: refused at apply time, not later)."""
+    return {
+        f"{at}.dataset": [
+            _rule(
+                "!has(self.source) || self.source != 'imageFolder' || has(self.uri)",
+                "uri is required when source is imageFolder",
+                ".uri",
+            )
+        ],
+        f"{at}.model": [
+            _rule(
+                "!has(self.pretrainedWeights) || !self.pretrainedWeights.matches('^[a-z][a-z0-9+.-]*://')",
+                "pretrainedWeights must be a path in a mounted volume; nothing is downloaded",
+                ".pretrainedWeights",
+            )
+        ],
+        f"{at}.resources": GPU_POOL_RULES,
+        f"{at}.output": [
+            _rule(
+                "!has(self.uri) || self.uri.startsWith('pvc://') || self.uri.startsWith('s3://') || "
+                "!(self.uri.startsWith('/') || self.uri.contains('://'))",
+                "on a cluster uri is pvc://<claim>/<path>, s3://<bucket>/<prefix> (with S3 storage "
+                "configured), or a path inside the default artifacts store",
+                ".uri",
+            ),
+            _rule("!has(self.uri) || !self.uri.contains('..')", "uri must not contain '..'", ".uri"),
+        ],
+    }
+
+
 def _training_run() -> Kind:
     from crucible.api.status import TrainingRunStatus
     from crucible.api.trainingrun import TrainingRunSpec
@@ -119,31 +151,7 @@ def _training_run() -> Kind:
                     ".spec",
                 )
             ],
-            "spec.dataset": [
-                _rule(
-                    "!has(self.source) || self.source != 'imageFolder' || has(self.uri)",
-                    "uri is required when source is imageFolder",
-                    ".uri",
-                )
-            ],
-            "spec.model": [
-                _rule(
-                    "!has(self.pretrainedWeights) || !self.pretrainedWeights.matches('^[a-z][a-z0-9+.-]*://')",
-                    "pretrainedWeights must be a path in a mounted volume; nothing is downloaded",
-                    ".pretrainedWeights",
-                )
-            ],
-            "spec.resources": GPU_POOL_RULES,
-            "spec.output": [
-                _rule(
-                    "!has(self.uri) || self.uri.startsWith('pvc://') || self.uri.startsWith('s3://') || "
-                    "!(self.uri.startsWith('/') || self.uri.contains('://'))",
-                    "on a cluster uri is pvc://<claim>/<path>, s3://<bucket>/<prefix> (with S3 storage "
-                    "configured), or a path inside the default artifacts store",
-                    ".uri",
-                ),
-                _rule("!has(self.uri) || !self.uri.contains('..')", "uri must not contain '..'", ".uri"),
-            ],
+            **training_spec_rules("spec"),
         },
         extras={
             "spec.resources.cpu": {"pattern": QUANTITY_PATTERN},
@@ -226,7 +234,7 @@ def _model_deployment() -> Kind:
                     "set at least one trigger: schedule, minNewLabels or drift",
                 )
             ],
-            "spec.retraining.template.spec.resources": GPU_POOL_RULES,
+            **training_spec_rules("spec.retraining.template.spec"),
         },
         extras={
             "spec.retraining.schedule": {"pattern": CRON_PATTERN},

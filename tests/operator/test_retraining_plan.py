@@ -165,3 +165,21 @@ def test_labels_counted_again_from_zero_when_the_store_was_emptied() -> None:
     runs = [run(1, labels_at=500)]
     decision = plan_retraining(deployment(), policy(minNewLabels=100), runs, Capture(labelled=120), NOW)
     assert decision.create["metadata"]["name"] == "md-retrain-2"
+
+
+def test_a_run_the_api_server_refuses_leaves_the_status_as_it_was_and_says_why() -> None:
+    previous = {"retraining": {"lastRun": "md-retrain-1", "labelsAtLastRun": 100}}
+    runs = [run(1, labels_at=100)]
+    decision = plan_retraining(deployment(previous), policy(minNewLabels=10), runs, Capture(200), NOW)
+    assert decision.create is not None
+    refused = decision.refused("422 Invalid: spec.output.uri: must not contain '..'")
+    assert refused.create is None and refused.fired is None
+    assert (refused.status.last_run, refused.status.labels_at_last_run, refused.status.last_trigger) == (
+        "md-retrain-1",
+        100,
+        None,
+    )
+    assert refused.status.message == (
+        "spec.retraining.template: the API server refused the TrainingRun: "
+        "422 Invalid: spec.output.uri: must not contain '..'"
+    )

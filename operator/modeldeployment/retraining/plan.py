@@ -57,6 +57,14 @@ class Decision:
     delete: list[str] = field(default_factory=list)  # finished runs beyond the history limit
     fired: Fired | None = None  # the trigger that created `create`
     waiting: str | None = None  # a trigger fired and waits (maxConcurrent): said once as an Event
+    # The status had `create` not been made: what is written when the API server refuses it.
+    without_run: RetrainingStatus | None = None
+
+    def refused(self, why: str) -> Decision:
+        """The API server refused the run (a template its rules reject): nothing changed but the message."""
+        assert self.without_run is not None
+        message = f"spec.retraining.template: the API server refused the TrainingRun: {why}"
+        return Decision(self.without_run.model_copy(update={"message": message}))
 
 
 def run_name(deployment: str, index: int) -> str:
@@ -249,6 +257,7 @@ def plan_retraining(
         return Decision(status.model_copy(update={"message": message}), delete=delete, waiting=message)
     trigger = fired[0]
     detail = "; ".join(item.message for item in fired)
+    without_run = status
     counted = labelled if labelled is not None else (last.labels or 0)
     run = retraining_run(deployment, spec, last.index + 1, trigger, counted)
     name = run["metadata"]["name"]
@@ -264,4 +273,5 @@ def plan_retraining(
             "message": f"created {name}: {detail}",
         }
     )
-    return Decision(status, create=run, delete=delete, fired=Fired(trigger.reason, detail))
+    fired_now = Fired(trigger.reason, detail)
+    return Decision(status, create=run, delete=delete, fired=fired_now, without_run=without_run)

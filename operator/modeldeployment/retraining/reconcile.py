@@ -79,7 +79,7 @@ class Retraining:
         capture = await self.read_capture(namespace, name) if needs_capture else None
         moment = now()
         decision = plan_retraining(body, policy, runs, capture, moment)
-        await self._act(body, decision)
+        decision = await self._act(body, decision)
         previous = body.get("status") or {}
         patch = {"retraining": decision.status.to_patch()}
         if not unchanged(previous, patch):
@@ -89,10 +89,17 @@ class Retraining:
                 await self._event(body, "Normal", "RetrainingWaits", decision.waiting)
         return decision
 
-    async def _act(self, body: dict, decision: Decision) -> None:
+    async def _act(self, body: dict, decision: Decision) -> Decision:
+        """Create and delete what the decision says; a run the API server refuses (a template its CEL
+        rules reject) is said in the status and an Event instead of being tried blindly every round."""
         namespace = body["metadata"]["namespace"]
         if decision.create is not None:
-            _, created = await self.kube.create(decision.create)
+            try:
+                _, created = await self.kube.create(decision.create)
+            except ApiError as error:
+                if error.status not in (400, 422):
+                    raise
+                return await self._refused(body, decision, error)
             if created and decision.fired is not None:
                 run = decision.create["metadata"]["name"]
                 message = f"{decision.fired.reason}: created TrainingRun {run} ({decision.fired.message})"
@@ -100,6 +107,14 @@ class Retraining:
         for name in decision.delete:
             await self.kube.delete(Ref(naming.API_VERSION_STRING, "TrainingRun", namespace, name))
             await self._event(body, "Normal", "RetrainingRunRemoved", f"TrainingRun {name} (historyLimit)")
+        return decision
+
+    async def _refused(self, body: dict, decision: Decision, error: ApiError) -> Decision:
+        refused = decision.refused(str(error))
+        previous = (body.get("status") or {}).get("retraining") or {}
+        if previous.get("message") != refused.status.message:
+            await self._event(body, "Warning", "RetrainingRefused", refused.status.message or "")
+        return refused
 
     async def _event(self, body: dict, kind: str, reason: str, message: str) -> None:
         try:
