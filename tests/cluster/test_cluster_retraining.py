@@ -50,6 +50,8 @@ class CaptureEndpoint:
 
     def __init__(self) -> None:
         self.labelled = 0
+        self.window = 0  # predictions in the drift window
+        self.divergence = 0.0
         self.reads = 0
 
     async def answer(self, request: web.Request) -> web.Response:
@@ -63,7 +65,13 @@ class CaptureEndpoint:
                 "labelled": self.labelled,
                 "labelledByClass": {},
                 "lastLabelAt": None,
-                "drift": {"window": 0, "predictedShare": {}, "trainingShare": {}, "divergence": 0.0},
+                "drift": {
+                    "window": self.window,
+                    "predictedShare": {},
+                    "trainingShare": {},
+                    "divergence": self.divergence,
+                    "meanTopScore": 0.5,
+                },
             }
         )
 
@@ -170,6 +178,43 @@ async def test_new_labels_start_retraining_runs_one_at_a_time_and_old_ones_are_r
     after = cluster.get(DEPLOYMENTS, MD)
     assert after["spec"] == applied["spec"]
     assert after["metadata"]["generation"] == applied["metadata"]["generation"]
+
+
+@pytest.mark.slow
+async def test_drift_starts_one_retraining_run_per_served_model(
+    cluster: RealCluster, operator: OperatorThread, instant_kubelet: NodeAgent
+) -> None:
+    instant_kubelet.results["base-train"] = {"metrics": {"accuracy": 0.9}}
+    instant_kubelet.results[f"{MD}-retrain-1-train"] = {"metrics": {"accuracy": 0.5}}
+    await cluster.create_resource("TrainingRun", "base", FAST_SPEC, labels=LABELS)
+    await run_phase(cluster, "base", ("Succeeded",))
+    spec = {
+        "model": {"selector": {"matchLabels": LABELS}},
+        "retraining": {
+            "drift": {"threshold": 0.3, "minSamples": 100},
+            "template": {"metadata": {"labels": LABELS}, "spec": FAST_SPEC},
+        },
+    }
+    await cluster.create_resource("ModelDeployment", MD, spec)
+    await eventually(lambda: instant_kubelet.pods_of(f"{MD}-stable"), 30, "the server pod")
+    (pod,) = instant_kubelet.pods_of(f"{MD}-stable")
+    endpoint = CaptureEndpoint()
+    endpoint.window, endpoint.divergence = 40, 0.6
+    async with serve_capture(pod.ip, endpoint):
+        waiting = "no trigger fired: drift: 40 predictions in the window of 100 needed"
+        await eventually(lambda: retraining(cluster).get("message") == waiting, 30, "too few predictions")
+        endpoint.window, endpoint.divergence = 500, 0.1
+        calm = "no trigger fired: drift: divergence 0.100 < 0.3"
+        await eventually(lambda: retraining(cluster).get("message") == calm, 30, "no drift")
+        endpoint.divergence = 0.45
+        await eventually(lambda: cluster.get(RUNS, f"{MD}-retrain-1"), 30, "a run for the drift")
+        await run_phase(cluster, f"{MD}-retrain-1", ("Succeeded",))
+        # Still drifting, and the served model is still base: retraining it again would not help.
+        again = "no trigger fired: drift: divergence 0.450 >= 0.3, already retrained for base"
+        await eventually(lambda: retraining(cluster).get("message") == again, 30, "drift once per model")
+    status = retraining(cluster)
+    assert (status["lastTrigger"]["reason"], status["driftTriggeredFor"]) == ("Drift", "base")
+    assert retraining_runs(cluster) == [f"{MD}-retrain-1"]
 
 
 # -- the whole loop, with real trainers and real servers
