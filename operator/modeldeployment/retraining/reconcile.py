@@ -57,6 +57,8 @@ class Retraining:
                     await self.evaluate(namespace, name)
                 except (ApiError, aiohttp.ClientError, TimeoutError) as error:
                     logger.warning("retraining of %s/%s not evaluated: %s", namespace, name, error)
+                except Exception:  # one ModelDeployment's fault must not stop every other's retraining
+                    logger.exception("retraining of %s/%s failed", namespace, name)
 
     async def evaluate(self, namespace: str, name: str) -> Decision | None:
         ref = Ref(naming.API_VERSION_STRING, "ModelDeployment", namespace, name)
