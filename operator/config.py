@@ -18,6 +18,7 @@ from crucible.api.common import SpecModel
 from crucible.api.manifest import InvalidSpec, describe_validation_error
 from crucible.operator.kube.config import ArtifactsConfig, ImagesConfig, NodePool, default_pools
 from crucible.operator.modeldeployment.config import PromotionConfig
+from crucible.operator.modeldeployment.retraining.config import RetrainingConfig
 from crucible.operator.trainingrun.config import TrainingConfig
 from crucible.operator.tuningjob.config import TuningConfig
 
@@ -33,6 +34,7 @@ class OperatorConfig(SpecModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
 
     def pool(self, name: str, field: str) -> NodePool:
         """The pool named by a spec; InvalidSpec naming `field` and the pools there are otherwise."""

@@ -25,6 +25,8 @@ from crucible.operator.kube.resources import RETRY_BACKOFF, TRAINING_RUNS
 from crucible.operator.modeldeployment import handlers as _modeldeployment_handlers  # noqa: F401
 from crucible.operator.modeldeployment.handlers import RESYNC_INTERVAL, ROLLOUT_TICK
 from crucible.operator.modeldeployment.reconcile import Serving
+from crucible.operator.modeldeployment.retraining import handlers as _retraining_handlers  # noqa: F401
+from crucible.operator.modeldeployment.retraining.reconcile import Retraining
 from crucible.operator.trainingrun import handlers as _trainingrun_handlers  # noqa: F401
 from crucible.operator.trainingrun.reconcile import Training
 from crucible.operator.tuningjob import handlers as _tuningjob_handlers  # noqa: F401
@@ -44,11 +46,13 @@ async def configure(
     deployments_rolling_out: kopf.Index,
     deployments_picking: kopf.Index,
     searching_jobs: kopf.Index,
+    retraining_policies: kopf.Index,
     **_: object,
 ) -> None:
     """Our own annotations for kopf's bookkeeping, our own Events, the services handlers call, and the
     operator's periodic loops over the live indexes (kube/periodic.py): running trainers' logs into
-    status.progress, canary ticks, model picking's resync, and searching TuningJobs."""
+    status.progress, canary ticks, model picking's resync, searching TuningJobs, and the retraining
+    policies of ModelDeployments."""
     settings.persistence.finalizer = KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -62,7 +66,9 @@ async def configure(
     memo.training = Training(kube, config)
     memo.serving = Serving(kube, config)
     memo.tuning = Tuning(kube, config)
+    memo.retraining = Retraining(kube, config)
     progress_interval = config.training.progress_interval_seconds
+    retraining_interval = config.retraining.interval_seconds
     memo.loops = [
         Periodic(what, interval, keys, step, backoff=RETRY_BACKOFF).start()
         for what, interval, keys, step in (
@@ -70,6 +76,7 @@ async def configure(
             ("rollout tick", ROLLOUT_TICK, deployments_rolling_out, memo.serving.reconcile),
             ("model resync", RESYNC_INTERVAL, deployments_picking, memo.serving.reconcile),
             ("tuning step", TUNING_INTERVAL, searching_jobs, memo.tuning.reconcile_named),
+            ("retraining", retraining_interval, retraining_policies, memo.retraining.evaluate),
         )
     ]
 

@@ -61,6 +61,9 @@ def _column(
 # longer than 63 characters are shortened with a hash (crucible.operator.kube.naming.child_name).
 DNS_1035_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
+# Five cron fields (the operator parses them fully), or a macro such as @daily.
+CRON_PATTERN = r"^(@[a-z]+|\S+( \S+){4})$"
+
 AGE = _column("Age", ".metadata.creationTimestamp", "date")
 READY = '.status.conditions[?(@.type=="Ready")]'
 
@@ -78,6 +81,38 @@ GPU_POOL_RULES = [
         ".nodePool",
     ),
 ]
+
+
+def training_spec_rules(at: str) -> dict[str, list[dict]]:
+    """The rules of a TrainingRun spec, for a spec at the dotted path `at` (a TrainingRun's own, or the
+    template a ModelDeployment's spec.retraining creates runs from: refused at apply time, not later)."""
+    return {
+        f"{at}.dataset": [
+            _rule(
+                "!has(self.source) || self.source != 'imageFolder' || has(self.uri)",
+                "uri is required when source is imageFolder",
+                ".uri",
+            )
+        ],
+        f"{at}.model": [
+            _rule(
+                "!has(self.pretrainedWeights) || !self.pretrainedWeights.matches('^[a-z][a-z0-9+.-]*://')",
+                "pretrainedWeights must be a path in a mounted volume; nothing is downloaded",
+                ".pretrainedWeights",
+            )
+        ],
+        f"{at}.resources": GPU_POOL_RULES,
+        f"{at}.output": [
+            _rule(
+                "!has(self.uri) || self.uri.startsWith('pvc://') || self.uri.startsWith('s3://') || "
+                "!(self.uri.startsWith('/') || self.uri.contains('://'))",
+                "on a cluster uri is pvc://<claim>/<path>, s3://<bucket>/<prefix> (with S3 storage "
+                "configured), or a path inside the default artifacts store",
+                ".uri",
+            ),
+            _rule("!has(self.uri) || !self.uri.contains('..')", "uri must not contain '..'", ".uri"),
+        ],
+    }
 
 
 def _training_run() -> Kind:
@@ -116,31 +151,7 @@ def _training_run() -> Kind:
                     ".spec",
                 )
             ],
-            "spec.dataset": [
-                _rule(
-                    "!has(self.source) || self.source != 'imageFolder' || has(self.uri)",
-                    "uri is required when source is imageFolder",
-                    ".uri",
-                )
-            ],
-            "spec.model": [
-                _rule(
-                    "!has(self.pretrainedWeights) || !self.pretrainedWeights.matches('^[a-z][a-z0-9+.-]*://')",
-                    "pretrainedWeights must be a path in a mounted volume; nothing is downloaded",
-                    ".pretrainedWeights",
-                )
-            ],
-            "spec.resources": GPU_POOL_RULES,
-            "spec.output": [
-                _rule(
-                    "!has(self.uri) || self.uri.startsWith('pvc://') || self.uri.startsWith('s3://') || "
-                    "!(self.uri.startsWith('/') || self.uri.contains('://'))",
-                    "on a cluster uri is pvc://<claim>/<path>, s3://<bucket>/<prefix> (with S3 storage "
-                    "configured), or a path inside the default artifacts store",
-                    ".uri",
-                ),
-                _rule("!has(self.uri) || !self.uri.contains('..')", "uri must not contain '..'", ".uri"),
-            ],
+            **training_spec_rules("spec"),
         },
         extras={
             "spec.resources.cpu": {"pattern": QUANTITY_PATTERN},
@@ -151,14 +162,14 @@ def _training_run() -> Kind:
 
 def _model_deployment() -> Kind:
     from crucible.api.modeldeployment import ModelDeploymentSpec
-    from crucible.api.status import ModelDeploymentStatus
+    from crucible.api.status import ModelDeploymentStatusDocument
 
     return Kind(
         kind="ModelDeployment",
         plural="modeldeployments",
         short_names=["md"],
         spec_model=ModelDeploymentSpec,
-        status_model=ModelDeploymentStatus,
+        status_model=ModelDeploymentStatusDocument,
         columns=[
             _column("Ready", f"{READY}.status", description="Serving the requested model on every replica."),
             _column("Model", ".status.currentModel.trainingRun", description="The TrainingRun being served."),
@@ -173,6 +184,12 @@ def _model_deployment() -> Kind:
             AGE,
             _column("Available", ".status.availableReplicas", "integer", priority=1),
             _column("Reason", f"{READY}.reason", priority=1),
+            _column(
+                "Retrained",
+                ".status.retraining.lastRun",
+                priority=1,
+                description="The last TrainingRun spec.retraining created (kubectl get md -o wide).",
+            ),
         ],
         rules={
             # The ModelDeployment's Services are named after it, and a Service name is a DNS-1035 label;
@@ -202,6 +219,27 @@ def _model_deployment() -> Kind:
                     ".destination",
                 )
             ],
+            # Runs that the selector would not pick would train for nothing. (That the template's labels
+            # match the selector is checked by the operator: the CEL cost of comparing maps is too high.)
+            "spec": [
+                _rule(
+                    "!has(self.retraining) || has(self.model.selector)",
+                    "retraining needs model.selector: the runs it creates are promoted through it",
+                    ".retraining",
+                ),
+            ],
+            "spec.retraining": [
+                _rule(
+                    "has(self.schedule) || has(self.minNewLabels) || has(self.drift)",
+                    "set at least one trigger: schedule, minNewLabels or drift",
+                )
+            ],
+            **training_spec_rules("spec.retraining.template.spec"),
+        },
+        extras={
+            "spec.retraining.schedule": {"pattern": CRON_PATTERN},
+            "spec.retraining.template.spec.resources.cpu": {"pattern": QUANTITY_PATTERN},
+            "spec.retraining.template.spec.resources.memory": {"pattern": QUANTITY_PATTERN},
         },
     )
 

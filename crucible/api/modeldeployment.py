@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from crucible.api.common import SpecModel
 from crucible.api.kube import DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, QUANTITY_PATTERN
+from crucible.api.retraining import RetrainingSpec
 
 RolloutStrategy = Literal["RollingUpdate", "Canary"]
 ServingBackend = Literal["auto", "torch", "onnxruntime"]
@@ -286,3 +287,24 @@ class ModelDeploymentSpec(SpecModel):
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     capture: CaptureSpec = Field(default_factory=CaptureSpec)
+    retraining: RetrainingSpec | None = Field(
+        None,
+        description="Start a new TrainingRun from a template when a schedule, new labels or drift says so; "
+        "it passes its gates and, picked by spec.model.selector, is promoted like any other run.",
+    )
+
+    @model_validator(mode="after")
+    def _retrained_runs_are_candidates(self) -> ModelDeploymentSpec:
+        """A retraining run that the selector does not pick would train for nothing."""
+        if self.retraining is None:
+            return self
+        if self.model.selector is None:
+            raise ValueError("retraining needs model.selector: the runs it creates are promoted through it")
+        labels = self.retraining.template.metadata.labels
+        missing = {k: v for k, v in self.model.selector.match_labels.items() if labels.get(k) != v}
+        if missing:
+            raise ValueError(
+                f"retraining.template.metadata.labels must include model.selector.matchLabels {missing}, "
+                "or the runs it creates would never be candidates"
+            )
+        return self

@@ -259,6 +259,37 @@ class ModelDeploymentStatus(StatusModel):
     )
 
 
+class RetrainingTrigger(StatusModel):
+    """A trigger of spec.retraining that created a run."""
+
+    time: datetime = Field(..., description="When it fired.")
+    reason: Literal["Schedule", "NewLabels", "Drift"] = Field(..., description="Which trigger fired.")
+    message: str | None = Field(None, description="What it saw, such as how many new labels.")
+
+
+class RetrainingStatus(StatusModel):
+    """What spec.retraining did last, and why it does nothing now (written by the retraining loop)."""
+
+    last_trigger: RetrainingTrigger | None = Field(None, description="The last trigger that created a run.")
+    last_run: str | None = Field(None, description="The TrainingRun it created.")
+    labels_at_last_run: int | None = Field(
+        None, description="Labelled examples in the capture store when that run was created."
+    )
+    labelled: int | None = Field(None, description="Labelled examples in the capture store now.")
+    active_runs: list[str] | None = Field(None, description="Retraining runs not finished yet.")
+    drift_triggered_for: str | None = Field(
+        None, description="The served run drift last retrained for (drift fires once per served model)."
+    )
+    message: str | None = Field(None, description="Why no trigger fired, or why one that fired waits.")
+
+
+class ModelDeploymentStatusDocument(ModelDeploymentStatus):
+    """What is being served and whether it is ready, and what spec.retraining did; written by the operator
+    only. (The servers' part and `retraining` are written separately, neither clearing the other.)"""
+
+    retraining: RetrainingStatus | None = Field(None, description="The retraining policy's state.")
+
+
 class TrialCountsStatus(StatusModel):
     """Trials of the study by state."""
 

@@ -25,6 +25,7 @@ LAST_APPLIED = f"{API_GROUP}/last-applied-spec"
 MERGE_PATCH = "application/merge-patch+json"
 PLURALS = {
     "ConfigMap": "configmaps",
+    "Event": "events",
     "Pod": "pods",
     "Service": "services",
     "Job": "jobs",

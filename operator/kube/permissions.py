@@ -57,8 +57,10 @@ FRAMEWORK = (
 APPLICATION = (
     # Our resources: kopf lists, watches and annotates them (progress, last-handled spec); the handlers
     # read them fresh before acting and write only their status, never their spec.
-    # A TuningJob creates its trials as TrainingRuns (tuningjob/reconcile.py).
-    Permission("crucible.dev", "trainingruns", ("get", "list", "watch", "create", "patch")),
+    # A TuningJob creates its trials as TrainingRuns (tuningjob/reconcile.py); a ModelDeployment's
+    # spec.retraining creates runs and deletes its finished ones beyond historyLimit (their artifacts
+    # stay where they were written).
+    Permission("crucible.dev", "trainingruns", ("get", "list", "watch", "create", "patch", "delete")),
     Permission("crucible.dev", "trainingruns/status", ("patch",)),
     Permission("crucible.dev", "modeldeployments", ("get", "list", "watch", "patch")),
     Permission("crucible.dev", "modeldeployments/status", ("patch",)),

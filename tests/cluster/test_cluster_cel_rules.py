@@ -25,6 +25,7 @@ EXAMPLES = {
         ("TuningJob", "tuningjob-digits.yaml"),
     )
 }
+RETRAINING = yaml.safe_load((ROOT / "examples" / "modeldeployment-retraining.yaml").read_text())
 LR = "hyperparameters.learningRate"
 
 
@@ -58,6 +59,18 @@ def set_path(**values: object) -> Callable[[dict], None]:
             node[last] = value
 
     return change
+
+
+def retraining(change: Callable[[dict], object]) -> dict:
+    """The retraining example, changed."""
+    document = copy.deepcopy(RETRAINING)
+    change(document["spec"])
+    return document
+
+
+def _no_trigger(spec: dict) -> None:
+    for trigger in ("schedule", "minNewLabels", "drift"):
+        spec["retraining"].pop(trigger)
 
 
 def search_space(parameter: dict) -> Callable[[dict], None]:
@@ -101,6 +114,22 @@ CASES = [
     ("ModelDeployment", "gpu > 0 needs a node pool with GPUs",
      with_spec("ModelDeployment", set_path(**{"resources.nodePool": "cpu", "resources.gpu": 1})),
      "spec.resources.nodePool"),
+    ("ModelDeployment", "retraining needs model.selector",
+     retraining(_model(trainingRun="a")), "spec.retraining"),
+    ("ModelDeployment", "set at least one trigger: schedule, minNewLabels or drift",
+     retraining(_no_trigger), "spec.retraining"),
+    ("ModelDeployment", "uri is required when source is imageFolder",
+     retraining(set_path(**{"retraining.template.spec.dataset.source": "imageFolder"})),
+     "spec.retraining.template.spec.dataset.uri"),
+    ("ModelDeployment", "pretrainedWeights must be a path in a mounted volume",
+     retraining(set_path(**{"retraining.template.spec.model.pretrainedWeights": "https://example.invalid/w"})),
+     "spec.retraining.template.spec.model.pretrainedWeights"),
+    ("ModelDeployment", "on a cluster uri is pvc://<claim>/<path>",
+     retraining(set_path(**{"retraining.template.spec.output.uri": "gs://bucket/runs"})),
+     "spec.retraining.template.spec.output.uri"),
+    ("ModelDeployment", "uri must not contain '..'",
+     retraining(set_path(**{"retraining.template.spec.output.uri": "runs/../other"})),
+     "spec.retraining.template.spec.output.uri"),
     ("TuningJob", "the gpu node pool needs gpu >= 1",
      with_spec("TuningJob", set_path(**{"template.resources.nodePool": "gpu", "template.resources.gpu": 0})),
      "spec.template.resources.gpu"),

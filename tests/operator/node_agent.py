@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -158,6 +159,11 @@ def _in_mount(value: str, mounts: dict[str, Path]) -> str:
         if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
             return str(mounts[mount_path]) + value[len(mount_path) :]
     return value
+
+
+def _paths_in_json(text: str, mounts: dict[str, Path]) -> str:
+    """JSON text with every string that is a path inside a mount mapped as `_in_mount` maps one."""
+    return re.sub(r'"(/[^"]*)"', lambda match: json.dumps(_in_mount(match.group(1), mounts)), text)
 
 
 def _field(pod: dict, path: str) -> str:
@@ -508,6 +514,7 @@ class NodeAgent:
     async def _mounts(self, pod: PodRun, pod_dir: Path) -> dict[str, Path]:
         """Mount path in the container -> the folder standing for it here."""
         folders: dict[str, Path] = {}
+        config_files: list[tuple[Path, str]] = []
         for volume in pod.body["spec"].get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 folder = self.volume(volume["persistentVolumeClaim"]["claimName"])
@@ -516,8 +523,7 @@ class NodeAgent:
             folder.mkdir(parents=True, exist_ok=True)
             if "configMap" in volume:
                 data = await self._data("configmaps", volume["configMap"]["name"], pod)
-                for key, text in data.items():
-                    (folder / key).write_text(text)
+                config_files += [(folder / key, text) for key, text in data.items()]
             if "secret" in volume:
                 data = await self._data("secrets", volume["secret"]["secretName"], pod)
                 for key, text in data.items():
@@ -528,6 +534,10 @@ class NodeAgent:
             folder = folders[mount["name"]] / mount.get("subPath", "")
             folder.mkdir(parents=True, exist_ok=True)
             mounts[mount["mountPath"]] = folder
+        # A ConfigMap may name paths inside the container (the trainer's spec names a mounted dataset
+        # source): they are mapped like the command's arguments, as quoted JSON strings.
+        for path, text in config_files:
+            path.write_text(_paths_in_json(text, mounts))
         return mounts
 
     # -- probes

@@ -173,6 +173,7 @@ DECLARED = {(p.group, p.resource): set(p.verbs) for p in permissions.required(Tr
 DECLARED_NAMESPACED = {(p.group, p.resource): set(p.verbs) for p in permissions.required(False, {"peering"})}
 GROUPS = {
     "ConfigMap": "",
+    "Event": "",
     "Pod": "",
     "Service": "",
     "Job": "batch",

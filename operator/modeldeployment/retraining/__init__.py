@@ -1,0 +1,1 @@
+"""spec.retraining of a ModelDeployment: start new TrainingRuns from a template when a trigger fires."""
