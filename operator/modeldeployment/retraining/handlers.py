@@ -1,5 +1,6 @@
 """Which ModelDeployments have a retraining policy: a live index the retraining loop follows (main.py,
-kube/periodic.py). An index, not a kopf timer: a timer would put a finalizer on every ModelDeployment it follows."""
+kube/periodic.py). An index, not a kopf timer: a timer would put a finalizer on every ModelDeployment
+it follows."""
 
 from __future__ import annotations
 
