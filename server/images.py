@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from crucible.server.errors import InvalidInput, UnsupportedMediaType
-from crucible.trainer.imaging import resize, to_rgb
+from crucible.trainer.imaging import load_rgb, resize
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 # A decompression bomb (a small file that expands to gigapixels) is refused before it is decoded.
@@ -39,8 +39,8 @@ def decode_image(data: bytes, filename: str, size: tuple[int, int], policy: str 
                 raise InvalidInput(
                     f"file {filename!r} is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels"
                 )
-            image.load()
-            rgb = to_rgb(image)
+            # The trainer's decode step, JPEGs DCT-reduced where the photo is twice the input size or more.
+            rgb = load_rgb(image, draft_size=max(size))
             if policy == "stretch" or size[0] != size[1]:
                 rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
             else:
