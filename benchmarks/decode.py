@@ -4,9 +4,11 @@ Measures process CPU time (not wall time: on a shared machine wall time counts o
 for each way of turning an encoded photo into uint8 pixels at the training size with the
 `shorterSideCrop` eval transform, and prints the ratio to the baseline in the same run:
 
-- PIL full:    full-size decode, then the resize (the behaviour before DCT-domain reduction)
-- PIL draft:   `crucible.trainer.imaging.open_rgb` with a draft size: JPEGs decoded at 1/2, 1/4
-               or 1/8 scale where the photo is at least twice the size needed, then the same resize
+- PIL full:    full-size decode, then Pillow's BILINEAR resize (the behaviour before this benchmark)
+- PIL draft:   JPEGs decoded at 1/2, 1/4 or 1/8 scale (`Image.draft`) where the photo is at least
+               twice the size needed, then Pillow's resize
+- crucible:    what training and serving run: `imaging.open_rgb` with the draft size, then
+               `imaging.resize` (torchvision's uint8 antialiased port of Pillow's filter)
 - tv.io:       `torchvision.io.decode_image` (full decode) + torchvision's antialiased resize + crop
 
 It also prints the mean absolute difference (uint8 units) of each path against the baseline's pixels,
@@ -51,11 +53,23 @@ def encoded(image: Image.Image, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
+def pillow_crop(image: Image.Image, size: int) -> np.ndarray:
+    """shorterSideCrop with Pillow's own resize, rounding as `imaging.resize` does."""
+    scale = size / min(image.size)
+    new = (max(size, round(image.size[0] * scale)), max(size, round(image.size[1] * scale)))
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return channels_first(image.resize(new, Image.BILINEAR).crop((left, top, left + size, top + size)))
+
+
 def pil_full(data: bytes, size: int) -> np.ndarray:
-    return channels_first(resize(open_rgb(io.BytesIO(data)), size, "shorterSideCrop"))
+    return pillow_crop(open_rgb(io.BytesIO(data)), size)
 
 
 def pil_draft(data: bytes, size: int) -> np.ndarray:
+    return pillow_crop(open_rgb(io.BytesIO(data), draft_size=size), size)
+
+
+def crucible(data: bytes, size: int) -> np.ndarray:
     return channels_first(resize(open_rgb(io.BytesIO(data), draft_size=size), size, "shorterSideCrop"))
 
 
@@ -72,8 +86,13 @@ def torchvision_path():
     def decode(data: bytes, size: int) -> np.ndarray:
         raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         pixels = decode_image(raw, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        pixels = functional.resize(pixels, size, antialias=True)
-        return functional.center_crop(pixels, [size, size]).numpy()
+        # The shorter side to `size` and the centre square, with the eval transform's rounding.
+        height, width = pixels.shape[1:]
+        scale = size / min(width, height)
+        new = (max(size, round(height * scale)), max(size, round(width * scale)))
+        pixels = functional.resize(pixels, list(new), antialias=True)
+        top, left = (new[0] - size) // 2, (new[1] - size) // 2
+        return pixels[:, top : top + size, left : left + size].numpy()
 
     return decode
 
@@ -91,7 +110,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    paths = {"PIL full": pil_full, "PIL draft": pil_draft}
+    paths = {"PIL full": pil_full, "PIL draft": pil_draft, "crucible": crucible}
     tv = torchvision_path()
     if tv is not None:
         paths["tv.io"] = tv
@@ -99,18 +118,18 @@ def main() -> None:
     cases.append(("PNG 1024x768", 1024, 768, "PNG"))
     print(f"CPU ms per image to uint8 [3, {args.size}, {args.size}] (shorterSideCrop), process CPU time;")
     print("ratio = baseline ms / path ms; mad = mean abs difference to the baseline's pixels, uint8 units")
-    header = f"{'image':<16}" + "".join(f"{name:>30}" for name in paths)
+    header = f"{'image':<15}" + "".join(f"{name:>29}" for name in paths)
     print(header)
     for label, width, height, image_format in cases:
         data = encoded(photo(width, height), image_format)
         repeat = max(3, args.repeat * 320 * 240 // (width * height)) if width > 1024 else args.repeat
         baseline_pixels = pil_full(data, args.size).astype(np.int16)
-        row, baseline = f"{label:<16}", None
+        row, baseline = f"{label:<15}", None
         for decode in paths.values():
             ms = cpu_ms(decode, data, args.size, repeat)
             baseline = baseline or ms
             mad = float(np.abs(decode(data, args.size).astype(np.int16) - baseline_pixels).mean())
-            row += f"{ms:>9.2f} ms {baseline / ms:>5.2f}x mad {mad:>5.2f}"
+            row += f"{ms:>8.2f} ms {baseline / ms:>5.2f}x mad {mad:>5.2f}"
         print(row)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from crucible.server.errors import InvalidInput, UnsupportedMediaType
-from crucible.trainer.imaging import load_rgb, resize
+from crucible.trainer.imaging import bilinear, load_rgb, resize
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 # A decompression bomb (a small file that expands to gigapixels) is refused before it is decoded.
@@ -42,7 +42,7 @@ def decode_image(data: bytes, filename: str, size: tuple[int, int], policy: str 
             # The trainer's decode step, JPEGs DCT-reduced where the photo is twice the input size or more.
             rgb = load_rgb(image, draft_size=max(size))
             if policy == "stretch" or size[0] != size[1]:
-                rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
+                rgb = bilinear(rgb, (size[1], size[0]))
             else:
                 rgb = resize(rgb, size[0], policy)
     except UnidentifiedImageError:

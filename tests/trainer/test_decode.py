@@ -1,9 +1,10 @@
-"""Reduced-size JPEG decoding (`imaging.load_rgb` with a draft size): what it changes in the pixels
-the model sees, bounded by `DRAFT_TOLERANCE`, and what it must leave alone."""
+"""Reduced-size JPEG decoding (`imaging.load_rgb` with a draft size) and torchvision's resize kernel:
+what they change in the pixels the model sees, bounded by `DRAFT_TOLERANCE`, and what they leave alone."""
 
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -11,10 +12,12 @@ from PIL import Image
 
 from crucible.api.trainingrun import AugmentationSpec
 from crucible.server.images import decode_image
+from crucible.trainer import imaging
 from crucible.trainer.data import FolderSource
 from crucible.trainer.imaging import (
     DRAFT_TOLERANCE,
     RESIZE_POLICIES,
+    bilinear,
     channels_first,
     open_rgb,
     resize,
@@ -56,6 +59,11 @@ def _jpeg(image: Image.Image, **options) -> bytes:
 def _pixels(data: bytes, size: int, policy: str, draft: bool) -> np.ndarray:
     picture = open_rgb(io.BytesIO(data), draft_size=size if draft else None)
     return channels_first(resize(picture, size, policy)).astype(np.int16)
+
+
+def _pillow_resize(monkeypatch):
+    """The resize as it was before torchvision's kernel: Pillow's BILINEAR."""
+    monkeypatch.setattr(imaging, "bilinear", lambda image, size: image.resize(size, Image.BILINEAR))
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +117,47 @@ def test_grayscale_and_cmyk_jpegs_decode_reduced_to_rgb(mode):
     assert difference.mean() <= DRAFT_TOLERANCE
 
 
-def test_png_pixels_are_unchanged_bit_for_bit():
+@pytest.mark.parametrize("policy", RESIZE_POLICIES)
+def test_served_photos_stay_within_the_tolerance_of_the_full_decode_and_pillow_resize(
+    photos, policy, monkeypatch
+):
+    served = {
+        name: decode_image(data, name, (224, 224), policy).astype(np.int16) for name, data in photos.items()
+    }
+    _pillow_resize(monkeypatch)
+    for name, data in photos.items():
+        difference = np.abs(served[name] - _pixels(data, 224, policy, draft=False))
+        assert difference.mean() <= DRAFT_TOLERANCE, f"{name}: mean abs difference {difference.mean():.2f}"
+
+
+def test_torchvisions_resize_kernel_is_pillows_within_one():
+    picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    for size in [(299, 224), (224, 224), (16, 12), (640, 480), (321, 240)]:
+        ours = np.asarray(bilinear(picture, size)).astype(np.int16)
+        assert np.abs(ours - np.asarray(picture.resize(size, Image.BILINEAR))).max() <= 1, size
+
+
+def test_without_torchvision_the_resize_is_pillows(monkeypatch):
+    picture = _photo(320, 240)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms.v2.functional", None)
+    assert np.array_equal(
+        np.asarray(bilinear(picture, (299, 224))), np.asarray(picture.resize((299, 224), Image.BILINEAR))
+    )
+
+
+def test_png_decoding_is_unchanged_bit_for_bit(monkeypatch):
     buffer = io.BytesIO()
     _photo(1024, 768).save(buffer, "PNG")
     data = buffer.getvalue()
     with Image.open(io.BytesIO(data)) as image:  # the decode before reduced-size JPEG decoding
         image.load()
-        before = channels_first(resize(to_rgb(image), 224, "shorterSideCrop"))
-    assert np.array_equal(decode_image(data, "p.png", (224, 224), "shorterSideCrop"), before)
-    assert np.array_equal(_pixels(data, 224, "shorterSideCrop", True), before)
+        decoded = to_rgb(image)
+    assert np.array_equal(np.asarray(open_rgb(io.BytesIO(data), draft_size=224)), np.asarray(decoded))
+    served = decode_image(data, "p.png", (224, 224), "shorterSideCrop")
+    assert np.array_equal(served, channels_first(resize(decoded, 224, "shorterSideCrop")))
+    _pillow_resize(monkeypatch)  # against the Pillow resize of before: torchvision's kernel, within 1
+    before = channels_first(resize(decoded, 224, "shorterSideCrop")).astype(np.int16)
+    assert np.abs(served.astype(np.int16) - before).max() <= 1
 
 
 @pytest.mark.parametrize("policy", RESIZE_POLICIES)
