@@ -37,7 +37,9 @@ PIXEL_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class Source(Protocol):
-    def read(self, item: int) -> Image.Image: ...
+    # draft_size: the smallest picture the caller needs on both sides; a source of files may decode a
+    # JPEG reduced down to it (`imaging.load_rgb`), in-memory sources ignore it.
+    def read(self, item: int, draft_size: int | None = None) -> Image.Image: ...
     def digest(self, item: int) -> bytes: ...
     def name(self, item: int) -> str: ...
 
@@ -49,7 +51,7 @@ class _PixelCache:
     in_memory = True
     labels: np.ndarray
 
-    def read(self, item: int) -> Image.Image:
+    def read(self, item: int, draft_size: int | None = None) -> Image.Image:
         raise NotImplementedError
 
     def eval_pixels(self, size: int, policy: str) -> np.ndarray | None:
@@ -80,7 +82,7 @@ class ArraySource(_PixelCache):
         self.classes = list(classes)
         self.prefix = prefix
 
-    def read(self, item: int) -> Image.Image:
+    def read(self, item: int, draft_size: int | None = None) -> Image.Image:
         return Image.fromarray(self.pixels[item]).convert("RGB")
 
     def digest(self, item: int) -> bytes:
@@ -116,7 +118,7 @@ class FakeSource(_PixelCache):
         self.size, self.seed = size, seed
         self.labels = np.random.default_rng([seed, count]).integers(0, num_classes, count).astype(np.int64)
 
-    def read(self, item: int) -> Image.Image:
+    def read(self, item: int, draft_size: int | None = None) -> Image.Image:
         rng = np.random.default_rng([self.seed, item])
         return Image.fromarray(rng.integers(0, 256, (self.size, self.size, 3), dtype=np.uint8))
 
@@ -139,8 +141,8 @@ class FolderSource:
         self.paths = np.array([path.encode() for path in paths], dtype=bytes)
         self.digests = np.array(digests, dtype="S32")
 
-    def read(self, item: int) -> Image.Image:
-        return open_rgb(self.root / self.paths[item].decode())
+    def read(self, item: int, draft_size: int | None = None) -> Image.Image:
+        return open_rgb(self.root / self.paths[item].decode(), draft_size)
 
     def digest(self, item: int) -> bytes:
         return bytes(self.digests[item])

@@ -70,6 +70,13 @@ class Transform:
         spec = self.augmentation
         return spec is not None and bool(spec.random_resized_crop or spec.rotation or spec.color_jitter)
 
+    @property
+    def draft_size(self) -> int | None:
+        """How small a JPEG may be decoded (`imaging.load_rgb`): the input size, as the server does,
+        except for a random resized crop, which may enlarge a small part of the full-size photo."""
+        spec = self.augmentation
+        return None if spec is not None and spec.random_resized_crop else self.size
+
     def __call__(self, image: Image.Image, seed: int) -> np.ndarray:
         spec = self.augmentation
         if spec is None:
@@ -168,7 +175,7 @@ class PictureDataset(Dataset):
         position, seed = key
         item = int(self.data.items[position])
         try:
-            image = self.data.source.read(item)
+            image = self.data.source.read(item, self.transform.draft_size)
         except Exception as error:  # a file that changed or broke after the dataset was checked
             raise DatasetError(
                 f"spec.dataset.uri: cannot read image {self.data.source.name(item)}: {error}"
