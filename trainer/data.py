@@ -166,9 +166,9 @@ class CombinedSource:
         part = int(np.searchsorted(self.starts, item, side="right")) - 1
         return part, item - int(self.starts[part])
 
-    def read(self, item: int) -> Image.Image:
+    def read(self, item: int, draft_size: int | None = None) -> Image.Image:
         part, position = self.locate(item)
-        return self.parts[part].read(position)
+        return self.parts[part].read(position, draft_size)
 
     def digest(self, item: int) -> bytes:
         part, position = self.locate(item)
