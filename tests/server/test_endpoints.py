@@ -15,6 +15,7 @@ from PIL import Image
 from crucible.server.app import create_app
 from crucible.server.repository import ModelRepository
 from crucible.server.settings import ServerSettings
+from crucible.trainer.imaging import channels_first, open_rgb, resize
 from tests.server.helpers import (
     MODEL_NAME,
     infer_body,
@@ -304,8 +305,9 @@ def test_a_large_jpeg_is_resized_to_the_models_input_as_in_training(client, digi
     picture = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG")
-    decoded = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").resize((16, 16), Image.BILINEAR)
-    expected = reference_probabilities(digits_artifact, np.asarray(decoded).transpose(2, 0, 1)[None].copy())
+    # Decoded and resized the way the trainer's pipeline does it (the digits model stretches to 16x16).
+    decoded = resize(open_rgb(io.BytesIO(buffer.getvalue()), draft_size=16), 16, "stretch")
+    expected = reference_probabilities(digits_artifact, channels_first(decoded)[None].copy())
     response = client.post(
         "/predict?top_k=10", files={"files": ("photo.jpg", buffer.getvalue(), "image/jpeg")}
     )

@@ -21,7 +21,7 @@ from tests.s3_store import S3Store, environment_without_aws
 ARTIFACT_FILES = (
     "model.int8.onnx", "model.json", "model.onnx", "model.pt", "predictions.json", "report.png", "result.json"
 )  # fmt: skip
-CONTRACT_KEYS = {"phase", "reason", "gates", "metrics", "artifact", "fingerprints"}
+CONTRACT_KEYS = {"phase", "reason", "gates", "metrics", "artifact", "fingerprints", "outcomes", "evaluation"}
 # Trains in a second or two: the upload is what these tests are about.
 QUICK_SPEC = {**FAST_SPEC, "gates": {"debug": {"enabled": False}, "crossValidation": {"enabled": False}}}
 
