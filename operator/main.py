@@ -31,7 +31,11 @@ from crucible.operator.tuningjob.reconcile import Tuning
 
 @kopf.on.startup()
 async def configure(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, running_runs: kopf.Index, **_: object
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    running_runs: kopf.Index,
+    waiting_runs: kopf.Index,
+    **_: object,
 ) -> None:
     """Our own annotations for kopf's bookkeeping, our own Events, the services handlers call, and the
     reader of running trainers' logs (status.progress), which follows the live index of running runs."""
@@ -48,6 +52,7 @@ async def configure(
     memo.serving = Serving(kube, config)
     memo.tuning = Tuning(kube, config)
     memo.progress_reader = asyncio.create_task(memo.training.follow_progress(running_runs))
+    memo.waiting_reader = asyncio.create_task(memo.training.follow_waiting(waiting_runs))
 
 
 @kopf.on.login()
@@ -66,8 +71,9 @@ async def login(
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: object) -> None:
-    if "progress_reader" in memo:
-        memo.progress_reader.cancel()
+    for reader in ("progress_reader", "waiting_reader"):
+        if reader in memo:
+            memo[reader].cancel()
     await memo.kube.close()
 
 

@@ -205,12 +205,14 @@ def in_progress_status(
     previous: list[dict] | None,
     pods: list[dict] | None = None,
     progress: str | None = None,
+    claim: tuple[str, str] | None = None,
 ) -> TrainingRunStatus:
-    """Pending or Running: no verdict yet. Pending says why the pod does not run, when its status does;
-    `progress` (the last one read from the log) is kept while the run runs."""
+    """Pending or Running: no verdict yet. Pending says why the pod does not run, when its status does,
+    or `claim` (claims.claim_problem: a claim it mounts is missing or unbound) says so first; `progress`
+    (the last one read from the log) is kept while the run runs."""
     phase = job_phase(job)
     reason, message = phase, "training" if phase == "Running" else "waiting for the trainer pod to start"
-    waiting = waiting_reason(pods or []) if phase == "Pending" else None
+    waiting = (claim or waiting_reason(pods or [])) if phase == "Pending" else None
     if waiting is not None:
         reason, message = waiting
     conditions = [

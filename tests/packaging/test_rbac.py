@@ -174,6 +174,8 @@ DECLARED_NAMESPACED = {(p.group, p.resource): set(p.verbs) for p in permissions.
 GROUPS = {
     "ConfigMap": "",
     "Pod": "",
+    "PersistentVolumeClaim": "",
+    "Event": "",
     "Service": "",
     "Job": "batch",
     "Deployment": "apps",
