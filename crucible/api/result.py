@@ -47,6 +47,15 @@ class Artifact(BaseModel):
     sha256: str
 
 
+class Pruning(BaseModel):
+    """A tuning trial's link to its study: whether the pruner could see (and stop) it. Unavailable when
+    the study proxy could not be reached from the pod, at start or later: the trial then trained on,
+    unpruned, to its last epoch."""
+
+    available: bool
+    reason: str = ""
+
+
 class TrainResult(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -58,6 +67,8 @@ class TrainResult(BaseModel):
     # What the run was trained and judged on (dataset, classes, heldOut: short digests), so two runs'
     # comparability can be decided from their results alone (crucible.compare.fingerprint_problems).
     fingerprints: dict[str, str] | None = None
+    # Only for a tuning trial (crucible-train --study-*): whether it could report to its study.
+    pruning: Pruning | None = None
 
     @property
     def gates_passed(self) -> bool:

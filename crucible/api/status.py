@@ -91,6 +91,15 @@ class ArtifactStatus(StatusModel):
     sha256: str = Field(..., description="sha256 of the weights file, checked by the server on load.")
 
 
+class PruningStatus(StatusModel):
+    """A tuning trial's link to its study, as the trainer reported it."""
+
+    available: bool = Field(..., description="Whether the trial could report to its study (and be pruned).")
+    reason: str | None = Field(
+        None, description="Why not: the study proxy address the pod could not reach, and the error."
+    )
+
+
 class TrainingRunStatus(StatusModel):
     """What the run is doing or how it ended; written by the operator only."""
 
@@ -117,6 +126,11 @@ class TrainingRunStatus(StatusModel):
         None,
         description="Digests of what the model was trained and judged on (dataset, classes, heldOut): two "
         "runs are comparable only when all three match.",
+    )
+    pruning: PruningStatus | None = Field(
+        None,
+        description="A TuningJob's trial: whether it could report to its study; when not, it trained "
+        "without pruning.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready (the model is usable) and GatesPassed."

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from crucible.api.manifest import InvalidSpec
 from crucible.api.progress import progress_of
 from crucible.api.result import GATE_ORDER, TrainResult, parse_result
-from crucible.api.status import ArtifactStatus, GateStatus, TrainingPhase, TrainingRunStatus
+from crucible.api.status import ArtifactStatus, GateStatus, PruningStatus, TrainingPhase, TrainingRunStatus
 from crucible.operator.kube.conditions import carried_over, condition
 
 READY, GATES_PASSED = "Ready", "GatesPassed"
@@ -247,6 +247,9 @@ def finished_status(
         or None,
         metrics=dict(result.metrics) or None,
         fingerprints=dict(result.fingerprints or {}) or None,
+        pruning=PruningStatus(available=result.pruning.available, reason=result.pruning.reason or None)
+        if result.pruning
+        else None,
         artifact=ArtifactStatus(uri=result.artifact.uri, sha256=result.artifact.sha256)
         if result.artifact and result.phase == "Succeeded"
         else None,
