@@ -8,7 +8,6 @@ artifacts claim should say which claim, in which namespace, and what to do about
 from __future__ import annotations
 
 CLAIM_NOT_FOUND, CLAIM_PENDING = "ClaimNotFound", "ClaimPending"
-CLAIM_REASONS = (CLAIM_NOT_FOUND, CLAIM_PENDING)
 EVENT_MESSAGE_MAX = 300
 
 

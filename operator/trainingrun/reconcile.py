@@ -164,12 +164,18 @@ class Training:
         """A claim the Job's pod mounts that is missing or not bound yet (read only while no pod of the
         Job is scheduled: the scheduler places none before its claims are bound). The Events about a
         Pending claim say why (no provisioner, a class that cannot give the access mode); when they
-        cannot be read, the claim's own fields still say which class and mode it asks for."""
+        cannot be read, the claim's own fields still say which class and mode it asks for; when the
+        claims cannot be read (RBAC without `get` on claims), the pod's own waiting reason is all."""
         namespace = job["metadata"]["namespace"]
         claims: dict[str, dict | None] = {}
         events: dict[str, list[dict]] = {}
         for name in claims_of(job):
-            claims[name] = claim = await self.kube.get(Ref("v1", "PersistentVolumeClaim", namespace, name))
+            try:
+                claim = await self.kube.get(Ref("v1", "PersistentVolumeClaim", namespace, name))
+            except ApiError as error:
+                logger.debug("cannot read claim %s/%s: %s", namespace, name, error)
+                continue
+            claims[name] = claim
             if claim is None or (claim.get("status") or {}).get("phase", "Pending") != "Pending":
                 continue
             about = {"involvedObject.kind": "PersistentVolumeClaim", "involvedObject.name": name}
