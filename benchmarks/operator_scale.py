@@ -3,12 +3,14 @@
 The real operator (`crucible operator`, in its own process) runs against
 - the emulated Kubernetes API of the tests, whose test kubelet finishes each trainer Job at once
   (time until every run has its Job and until every run has Succeeded), and
-- a real kube-apiserver with etcd (the envtest binaries in $KUBEBUILDER_ASSETS or .envtest/bin), with
-  RBAC and OwnerReferencesPermissionEnforcement on, the operator logged in as the chart's
-  ServiceAccount bound to the chart's ClusterRole. No kubelet and no Job controller run there, so
-  the figures stop at "every run has its Job".
-Prints, side by side, the time until every run has its Job, the create-to-Job latency (p50, p95) and
-the operator process's peak memory (RSS high-water mark) and CPU time.
+- a real control plane (the envtest binaries in $KUBEBUILDER_ASSETS or .envtest/bin: etcd,
+  kube-apiserver with RBAC and OwnerReferencesPermissionEnforcement on, kube-controller-manager,
+  kube-scheduler), the operator logged in as the chart's ServiceAccount bound to the chart's
+  ClusterRole; the real scheduler places the trainer pods on the test Nodes, the test kubelet
+  (tests/operator/node_agent.py) finishes each at once, the real Job controller completes the Jobs.
+Prints, side by side, the time until every run has its Job and until every run has Succeeded, the
+create-to-Job latency (p50, p95) and the operator process's peak memory (RSS high-water mark) and CPU
+time.
 
     .venv/bin/python benchmarks/operator_scale.py [--runs 500] [--api emulator|real|both]
 
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +40,12 @@ import kmock  # noqa: E402
 from tests.operator.fake_cluster import NAMESPACE, Cluster, write_kubeconfig  # noqa: E402
 from tests.operator.fake_kubelet import FakeKubelet  # noqa: E402
 
-SPEC = {"model": {"architecture": "tiny_cnn"}, "dataset": {"source": "digits", "imageSize": 16}}
+SPEC = {
+    "model": {"architecture": "tiny_cnn"},
+    "dataset": {"source": "digits", "imageSize": 16},
+    # Small requests, so the scheduler's fit on the test Nodes is not what the figures measure.
+    "resources": {"cpu": "100m", "memory": "256Mi"},
+}
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -91,6 +99,7 @@ async def on_emulator(runs: int, timeout: float) -> dict[str, float]:
         kubeconfig = write_kubeconfig(workdir / "kubeconfig", url)
         kubelet = FakeKubelet(url, workdir / "node", instant=True)
         kubelet_task = asyncio.create_task(kubelet.run())
+        await cluster.bound_claim("artifacts")
         operator = start_operator(workdir, kubeconfig, NAMESPACE)
         try:
             # The operator is up once it watches TrainingRuns.
@@ -160,9 +169,32 @@ def wait_established(api, timeout: float = 30) -> None:
     raise SystemExit("the CRDs did not become Established")
 
 
+def run_kubelet(kubeconfig: Path, workdir: Path, ready: threading.Event, stop: threading.Event) -> None:
+    """The test kubelet, in a thread with its own event loop: registers the Nodes of the `cpu` and `gpu`
+    pools, makes the artifacts claim (bound, as a provisioner would), finishes every trainer pod at once."""
+    from tests.operator.kube_api import KubeApi
+    from tests.operator.node_agent import NodeAgent, register_nodes
+    from tests.operator.real_cluster import RealCluster
+
+    async def serve() -> None:
+        api = KubeApi(kubeconfig)
+        try:
+            await register_nodes(api)
+            await RealCluster(api, NAMESPACE).bound_claim("artifacts", workdir / "volumes" / "artifacts")
+            agent = NodeAgent(api, NAMESPACE, workdir, instant=True)
+            await agent.start()
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            await agent.stop()
+        finally:
+            await api.close()
+
+    asyncio.run(serve())
+
+
 def on_real_api_server(runs: int, timeout: float) -> dict[str, float]:
     """The same load on a real kube-apiserver, the operator logged in as the chart's ServiceAccount."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from kubernetes import client, watch
@@ -173,7 +205,9 @@ def on_real_api_server(runs: int, timeout: float) -> dict[str, float]:
 
     workdir = Path(tempfile.mkdtemp(prefix="crucible-scale-real-"))
     plane = start_control_plane(workdir / "control-plane")
+    plane.start_controllers()
     operator = None
+    kubelet_ready, stop = threading.Event(), threading.Event()
     try:
         admin = plane.api_client()
         for path in sorted((ROOT / "crds").glob("*.yaml")):
@@ -188,8 +222,14 @@ def on_real_api_server(runs: int, timeout: float) -> dict[str, float]:
         kubeconfig = plane.service_account_kubeconfig(
             "crucible-system", "crucible", role["metadata"]["name"], workdir / "operator.kubeconfig"
         )
+        kubelet = threading.Thread(
+            target=run_kubelet, args=(plane.kubeconfig, workdir / "node", kubelet_ready, stop), daemon=True
+        )
+        kubelet.start()
+        if not kubelet_ready.wait(60):
+            raise SystemExit("the test kubelet did not start")
         job_seen: dict[str, float] = {}
-        stop = threading.Event()
+        succeeded: dict[str, float] = {}
 
         def watch_jobs() -> None:
             batch = client.BatchV1Api(plane.api_client())
@@ -200,8 +240,7 @@ def on_real_api_server(runs: int, timeout: float) -> dict[str, float]:
                 if stop.is_set() or len(job_seen) >= runs:
                     stream.stop()
 
-        watcher = threading.Thread(target=watch_jobs, daemon=True)
-        watcher.start()
+        threading.Thread(target=watch_jobs, daemon=True).start()
         operator = start_operator(workdir, kubeconfig, NAMESPACE)
         time.sleep(5)  # the operator logs in and starts its watches
         custom = client.CustomObjectsApi(admin)
@@ -221,23 +260,34 @@ def on_real_api_server(runs: int, timeout: float) -> dict[str, float]:
             list(pool.map(create, names))
         applied = time.monotonic() - started
         deadline = started + timeout
-        while len(job_seen) < runs:
+        reader = client.CustomObjectsApi(plane.api_client())
+        while len(job_seen) < runs or len(succeeded) < runs:
+            # Polled (about once a second), not watched: the phase is read from one list of every run.
+            listed = reader.list_namespaced_custom_object(
+                "crucible.dev", "v1alpha1", NAMESPACE, "trainingruns"
+            )
+            for body in listed["items"]:
+                if (body.get("status") or {}).get("phase") == "Succeeded":
+                    succeeded.setdefault(body["metadata"]["name"], time.monotonic())
             if time.monotonic() > deadline or operator.poll() is not None:
-                raise SystemExit(f"real API server: {len(job_seen)} of {runs} Jobs after {timeout:.0f} s")
-            time.sleep(0.25)
-        stop.set()
+                raise SystemExit(
+                    f"real API server: {len(job_seen)} Jobs and {len(succeeded)} Succeeded of {runs} "
+                    f"after {timeout:.0f} s"
+                )
+            time.sleep(1)
         latencies = [job_seen[f"{name}-train"] - created[name] for name in names]
         return {
             "applied": applied,
             "all_jobs": max(job_seen.values()) - started,
             "p50": statistics.median(latencies),
             "p95": percentile(latencies, 0.95),
-            "all_succeeded": float("nan"),
+            "all_succeeded": max(succeeded.values()) - started,
             "peak_rss": peak_rss_mib(operator.pid),
             "cpu": cpu_seconds(operator.pid),
             "requests": float("nan"),
         }
     finally:
+        stop.set()
         if operator is not None:
             stop_operator(operator)
         plane.stop()

@@ -47,12 +47,13 @@ async def configure(
     deployments_picking: kopf.Index,
     searching_jobs: kopf.Index,
     retraining_policies: kopf.Index,
+    waiting_runs: kopf.Index,
     **_: object,
 ) -> None:
     """Our own annotations for kopf's bookkeeping, our own Events, the services handlers call, and the
     operator's periodic loops over the live indexes (kube/periodic.py): running trainers' logs into
-    status.progress, canary ticks, model picking's resync, searching TuningJobs, and the retraining
-    policies of ModelDeployments."""
+    status.progress, runs waiting with a reason (a claim, an image), canary ticks, model picking's
+    resync, searching TuningJobs, and the retraining policies of ModelDeployments."""
     settings.persistence.finalizer = KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -73,6 +74,7 @@ async def configure(
         Periodic(what, interval, keys, step, backoff=RETRY_BACKOFF).start()
         for what, interval, keys, step in (
             ("progress", progress_interval, running_runs, memo.training.refresh_progress),
+            ("waiting run", progress_interval, waiting_runs, memo.training.recheck),
             ("rollout tick", ROLLOUT_TICK, deployments_rolling_out, memo.serving.reconcile),
             ("model resync", RESYNC_INTERVAL, deployments_picking, memo.serving.reconcile),
             ("tuning step", TUNING_INTERVAL, searching_jobs, memo.tuning.reconcile_named),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from crucible.api.manifest import InvalidSpec, parse_spec
-from crucible.api.result import TrainResult
+from crucible.api.result import Pruning, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
 from crucible.trainer.study_hook import StudyTrial, TrialPruned, hook_or_none
 
@@ -91,10 +91,12 @@ def run_and_report(
         context = RunContext(
             name, output_dir, device, artifact_uri, termination_log, reporter, restart=restart
         )
-        context.on_epoch = hook_or_none(study_trial, spec.hyperparameters.epochs)
+        study = hook_or_none(study_trial, spec.hyperparameters.epochs)
+        if study is not None:
+            context.on_epoch, context.pruning = study, study.report
         result = train(spec, context)
     except TrialPruned as pruned:
-        result = TrainResult(phase="Failed", reason=str(pruned), pruned=True)
+        result = TrainResult(phase="Failed", reason=str(pruned), pruned=True, pruning=Pruning(available=True))
         export.write_result(result, output_dir, termination_log)
     except (DatasetError, FileNotFoundError, ValueError, S3Error) as error:
         reporter.close()

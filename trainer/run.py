@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crucible.api.result import Artifact, GateReport, TrainResult
+from crucible.api.result import Artifact, GateReport, Pruning, TrainResult
 from crucible.api.trainingrun import TrainingRunSpec
 from crucible.compare import encode_outcomes, fingerprints_of
 from crucible.resources import available_cpus
@@ -75,6 +75,9 @@ class RunContext:
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     # Ignore a checkpoint left in output_dir by a stopped run (by default the run resumes from it).
     restart: bool = False
+    # A tuning trial: whether it could report to its study, asked once training is over (the result's
+    # `pruning`).
+    pruning: Callable[[], Pruning] | None = None
 
 
 @dataclass
@@ -122,6 +125,8 @@ def train(spec: TrainingRunSpec, context: RunContext) -> TrainResult:
         result = result.model_copy(
             update={"sources": {source.name: source.result_entry() for source in progress.sources}}
         )
+    if context.pruning is not None:
+        result = result.model_copy(update={"pruning": context.pruning()})
     export.write_result_file(result, context.output_dir)
     folds = progress.gates.get("crossValidation")
     write_report(

@@ -3,18 +3,21 @@ gRPC storage proxy, and stop the run when the pruner says so.
 
 The pod knows only its TrainingRun spec; the objective and the pruner come from the search spec the
 operator records on the study (`crucible.searchSpec`). Pruning is an optimisation, never a reason to
-lose a trial: when the proxy cannot be reached (the operator restarting), the run trains on and the
-operator tells the study its outcome from the TrainingRun's status as usual.
+lose a trial: when the proxy cannot be reached (the operator restarting, an address the pod cannot
+reach), the run trains on and the operator tells the study its outcome from the TrainingRun's status as
+usual. The result says so (`pruning.available: false`, with the address and the error), so the
+TuningJob can tell that its trials train without pruning.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from crucible.api.result import Pruning
 
 CONNECT_TIMEOUT_S = 30.0
 GRPC_SCHEME = "grpc"
@@ -52,10 +55,16 @@ class StudyHook:
     """The trainer's `on_epoch`: the local runner's PruningHook, plus what a pod must add: the pruned
     epoch recorded on the trial, and proxy errors that never end the run."""
 
-    def __init__(self, pruning: Any, metric: str) -> None:
+    def __init__(self, pruning: Any, metric: str, storage: str = "") -> None:
         self.pruning = pruning  # crucible.tuning.local.PruningHook
         self.metric = metric
+        self.storage = storage
         self.warned = False
+        self.lost = ""  # why reporting stopped working, from the first failed epoch on
+
+    def report(self) -> Pruning:
+        """For the result: whether every epoch reached the study."""
+        return Pruning(available=not self.lost, reason=self.lost)
 
     def __call__(self, epoch: int, figures: dict[str, float]) -> None:
         from crucible.tuning.local import PrunedAfterEpoch
@@ -72,6 +81,7 @@ class StudyHook:
             if not self.warned:
                 _warn(f"cannot report to the study ({type(error).__name__}: {error}); training on")
                 self.warned = True
+                self.lost = unreachable(self.storage, error, f"at epoch {epoch}")
 
 
 def connect(trial: StudyTrial, final_epoch: int, timeout: float | None = None) -> StudyHook:
@@ -94,17 +104,38 @@ def connect(trial: StudyTrial, final_epoch: int, timeout: float | None = None) -
     spec = TuningJobSpec.model_validate(study.user_attrs[SPEC_ATTR])
     study.pruner = build_pruner(spec)
     handle = resume_trial(study, trial.number)
-    return StudyHook(PruningHook(handle, spec, final_epoch), spec.objective.metric)
+    return StudyHook(PruningHook(handle, spec, final_epoch), spec.objective.metric, trial.storage)
+
+
+def unreachable(storage: str, error: BaseException, when: str) -> str:
+    """Why a trial trained without pruning, naming the address its pod could not reach."""
+    detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    shown = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return f"the study proxy {storage} could not be reached {when} ({shown})"
+
+
+class Unpruned:
+    """The trial's `on_epoch` when its study could not be reached at start: it trains on, unpruned."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __call__(self, epoch: int, figures: dict[str, float]) -> None:
+        pass
+
+    def report(self) -> Pruning:
+        return Pruning(available=False, reason=self.reason)
 
 
 def hook_or_none(
-    trial: StudyTrial | None, final_epoch: int
-) -> Callable[[int, dict[str, float]], None] | None:
-    """`connect`, or None (with a warning) when that fails: the run then trains without pruning."""
+    trial: StudyTrial | None, final_epoch: int, timeout: float | None = None
+) -> StudyHook | Unpruned | None:
+    """`connect`, or (with a warning) an Unpruned hook when that fails: the run then trains without
+    pruning, and its result says why. None for a run that is no trial."""
     if trial is None:
         return None
     try:
-        return connect(trial, final_epoch)
+        return connect(trial, final_epoch, timeout)
     except Exception as error:
         _warn(f"trial {trial.number} of study {trial.study_name!r}: {error}; training without pruning")
-        return None
+        return Unpruned(unreachable(trial.storage, error, "at start"))

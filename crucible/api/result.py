@@ -47,6 +47,15 @@ class Artifact(BaseModel):
     sha256: str
 
 
+class Pruning(BaseModel):
+    """A tuning trial's link to its study: whether the pruner could see (and stop) it. Unavailable when
+    the study proxy could not be reached from the pod, at start or later: the trial then trained on,
+    unpruned, to its last epoch."""
+
+    available: bool
+    reason: str = ""
+
+
 class TrainResult(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -64,6 +73,8 @@ class TrainResult(BaseModel):
     # The held-out evaluation in short (classes, per-class precision/recall/f1/support, confusion matrix,
     # the final fit's learning curves), for pages that cannot read the artifact's report.
     evaluation: dict[str, Any] | None = None
+    # Only for a tuning trial (crucible-train --study-*): whether it could report to its study.
+    pruning: Pruning | None = None
 
     @property
     def gates_passed(self) -> bool:

@@ -132,6 +132,15 @@ class EvaluationSummary(StatusModel):
     curves: LearningCurves | None = Field(None, description="The final fit's learning curves.")
 
 
+class PruningStatus(StatusModel):
+    """A tuning trial's link to its study, as the trainer reported it."""
+
+    available: bool = Field(..., description="Whether the trial could report to its study (and be pruned).")
+    reason: str | None = Field(
+        None, description="Why not: the study proxy address the pod could not reach, and the error."
+    )
+
+
 class TrainingRunStatus(StatusModel):
     """What the run is doing or how it ended; written by the operator only."""
 
@@ -166,6 +175,11 @@ class TrainingRunStatus(StatusModel):
     )
     evaluation: EvaluationSummary | None = Field(
         None, description="The held-out evaluation in short: per-class figures, confusion matrix, curves."
+    )
+    pruning: PruningStatus | None = Field(
+        None,
+        description="A TuningJob's trial: whether it could report to its study; when not, it trained "
+        "without pruning.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready (the model is usable) and GatesPassed."

@@ -27,6 +27,7 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "Pod": "pods",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     "Service": "services",
     "Job": "jobs",
     "Deployment": "deployments",
@@ -165,10 +166,15 @@ class Kube:
                 raise ApiError(resp.status, resp.reason or "", (await resp.text())[:300])
             return await resp.text()
 
-    async def list(self, ref: Ref, labels: dict[str, str]) -> list[dict]:
-        """Objects of a kind in a namespace with all of `labels` (checked here too, to be safe)."""
-        selector = ",".join(f"{key}={value}" for key, value in labels.items())
-        document = await self._request("GET", ref.path(), params={"labelSelector": selector}) or {}
+    async def list(
+        self, ref: Ref, labels: dict[str, str], fields: dict[str, str] | None = None
+    ) -> list[dict]:
+        """Objects of a kind in a namespace with all of `labels` (checked here too, to be safe) and, when
+        given, the `fields` values (a field selector, e.g. the object an Event is about)."""
+        params = {"labelSelector": ",".join(f"{key}={value}" for key, value in labels.items())}
+        if fields:
+            params["fieldSelector"] = ",".join(f"{key}={value}" for key, value in fields.items())
+        document = await self._request("GET", ref.path(), params=params) or {}
         return [item for item in document.get("items", []) if matches(item, labels)]
 
     async def create(self, manifest: dict) -> tuple[dict, bool]:

@@ -37,8 +37,9 @@ FRAMEWORK = (
     Permission("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), CLUSTER),
     # Namespaces matching the watched patterns appear and disappear while it runs.
     Permission("", "namespaces", ("list", "watch"), CLUSTER),
-    # kopf.event() and kopf's own handler reports; Events are only ever posted, never edited.
-    Permission("", "events", ("create",)),
+    # kopf.event() and kopf's own handler reports; Events are only ever posted, never edited. Listed:
+    # the Events about an artifacts claim that stays Pending say why (trainingrun/reconcile.py).
+    Permission("", "events", ("create", "list")),
     # Peering: replicas agree on which one is active (cluster-wide, or in each watched namespace).
     Permission(
         "kopf.dev",
@@ -84,6 +85,8 @@ APPLICATION = (
     # A running trainer's log tail (kubectl logs) becomes its run's status.progress, every
     # progressIntervalSeconds; the result itself comes only from the termination message.
     Permission("", "pods/log", ("get",)),
+    # A trainer pod that cannot be scheduled: its claims are read to say which one is missing or Pending.
+    Permission("", "persistentvolumeclaims", ("get",)),
     # Server Deployments (stable and canary tracks): applied and watched; a canary is deleted once it
     # is promoted or rolled back.
     Permission("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),

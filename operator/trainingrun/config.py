@@ -21,5 +21,8 @@ class TrainingConfig(SpecModel):
         30,
         ge=1,
         le=3600,
-        description="How often a running trainer's log is read for the run's status.progress.",
+        description=(
+            "How often a running trainer's log is read for the run's status.progress, and a run whose "
+            "pod waits (a claim missing or Pending, an image not pulled) is looked at again."
+        ),
     )

@@ -37,3 +37,12 @@ def running_runs(namespace: str, name: str, status: kopf.Status, **_: object) ->
     """Runs whose trainer runs now: the ones whose log is read for status.progress (main.py starts the
     reader). An index, not a timer: a kopf timer would put a finalizer on every run it follows."""
     return {(namespace, name): True} if status.get("phase") == "Running" and status.get("jobName") else None
+
+
+@kopf.index(*TRAINING_RUNS)
+def waiting_runs(namespace: str, name: str, status: kopf.Status, **_: object) -> dict | None:
+    """Runs whose pod waits with a reason (a claim missing or unbound, an image not pulled): looked at
+    again every progressIntervalSeconds (main.py starts the loop), since what they wait for changes no
+    field of their Job."""
+    waiting = status.get("phase") == "Pending" and status.get("reason") and status.get("jobName")
+    return {(namespace, name): True} if waiting else None

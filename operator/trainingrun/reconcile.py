@@ -17,6 +17,7 @@ from crucible.operator.config import OperatorConfig
 from crucible.operator.kube import naming
 from crucible.operator.kube.client import ApiError, Kube, Ref
 from crucible.operator.kube.ownership import controller_of, controller_uid, uid, unchanged
+from crucible.operator.trainingrun.claims import claim_problem, claims_of, scheduled
 from crucible.operator.trainingrun.manifests import CONTAINER, training_children
 from crucible.operator.trainingrun.plan import plan_training
 from crucible.operator.trainingrun.status import (
@@ -101,12 +102,12 @@ class Training:
         if not run["metadata"].get("deletionTimestamp"):
             await self.kube.patch_status(ref, self._lose(run, None, job.metadata["name"]))
 
-    async def _run_of(self, job: kopf.Body) -> tuple[Ref | None, dict | None]:
+    async def _run_of(self, job: kopf.Body | dict) -> tuple[Ref | None, dict | None]:
         """The TrainingRun that owns this Job, if it still exists (not a later one of the same name)."""
         run_name = controller_of(dict(job), "TrainingRun")
         if run_name is None:
             return None, None
-        ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job.metadata["namespace"], run_name)
+        ref = Ref(naming.API_VERSION_STRING, "TrainingRun", job["metadata"]["namespace"], run_name)
         run = await self.kube.get(ref)
         if run is None or uid(run) != controller_uid(dict(job)):
             return ref, None  # the run is gone; its Job goes with it
@@ -122,7 +123,7 @@ class Training:
             )
         return existing
 
-    async def report(self, job: kopf.Body) -> None:
+    async def report(self, job: kopf.Body | dict) -> None:
         """Mirror the Job into its run's status: Pending/Running, then the trainer's result."""
         ref, run = await self._run_of(job)
         if ref is None or run is None:
@@ -148,6 +149,7 @@ class Training:
         )
         own_pods = [pod for pod in pods if controller_uid(pod) == uid(job)]
         if job_phase(job) not in FINAL_PHASES:
+            claim = None if scheduled(own_pods) else await self._claim_problem(job)
             return in_progress_status(
                 job,
                 generation,
@@ -155,10 +157,49 @@ class Training:
                 own_pods,
                 previous.get("progress"),
                 was_running=previous.get("phase") == "Running",
+                claim=claim,
             )
         return finished_status(
             job, termination_of(own_pods, CONTAINER), generation, previous.get("conditions")
         )
+
+    async def _claim_problem(self, job: dict) -> tuple[str, str] | None:
+        """A claim the Job's pod mounts that is missing or not bound yet (read only while no pod of the
+        Job is scheduled: the scheduler places none before its claims are bound). The Events about a
+        Pending claim say why (no provisioner, a class that cannot give the access mode); when they
+        cannot be read, the claim's own fields still say which class and mode it asks for; when the
+        claims cannot be read (RBAC without `get` on claims), the pod's own waiting reason is all."""
+        namespace = job["metadata"]["namespace"]
+        claims: dict[str, dict | None] = {}
+        events: dict[str, list[dict]] = {}
+        for name in claims_of(job):
+            try:
+                claim = await self.kube.get(Ref("v1", "PersistentVolumeClaim", namespace, name))
+            except ApiError as error:
+                logger.debug("cannot read claim %s/%s: %s", namespace, name, error)
+                continue
+            claims[name] = claim
+            if claim is None or (claim.get("status") or {}).get("phase", "Pending") != "Pending":
+                continue
+            about = {"involvedObject.kind": "PersistentVolumeClaim", "involvedObject.name": name}
+            try:
+                events[name] = await self.kube.list(Ref("v1", "Event", namespace), {}, about)
+            except ApiError as error:
+                logger.debug("no Events for claim %s/%s: %s", namespace, name, error)
+        return claim_problem(job, claims, events)
+
+    async def recheck(self, namespace: str, name: str) -> None:
+        """Look again at a run whose pod waits with a reason (main.py calls this every
+        progressIntervalSeconds for each run of the `waiting_runs` index): what it waits for (a claim
+        being created or bound, an image pull retried) changes no field of its Job, so no Job event
+        would tell."""
+        run = await self.kube.get(Ref(naming.API_VERSION_STRING, "TrainingRun", namespace, name))
+        status = (run or {}).get("status") or {}
+        if run is None or status.get("phase") != "Pending" or not status.get("jobName"):
+            return
+        job = await self.kube.get(Ref("batch/v1", "Job", namespace, status["jobName"]))
+        if job is not None:
+            await self.report(job)
 
     async def refresh_progress(self, namespace: str, name: str) -> None:
         """Read a running run's trainer log into its status.progress (main.py calls this every

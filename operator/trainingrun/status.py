@@ -15,6 +15,7 @@ from crucible.api.status import (
     EvaluationSummary,
     GateStatus,
     HeldOutOutcomes,
+    PruningStatus,
     StatusModel,
     TrainingPhase,
     TrainingRunStatus,
@@ -215,16 +216,18 @@ def in_progress_status(
     pods: list[dict] | None = None,
     progress: str | None = None,
     was_running: bool = False,
+    claim: tuple[str, str] | None = None,
 ) -> TrainingRunStatus:
-    """Pending or Running: no verdict yet. Pending says why the pod does not run, when its status does;
-    `progress` (the last one read from the log) is kept while the run runs.
+    """Pending or Running: no verdict yet. Pending says why the pod does not run, when its status does,
+    or `claim` (claims.claim_problem: a claim it mounts is missing or unbound) says so first; `progress`
+    (the last one read from the log) is kept while the run runs.
 
     A run that was Running stays Running while its Job replaces an evicted or deleted pod (the Job has
     no pod ready then, as before the first one started): the next pod resumes from the checkpoint, so
     the run is not back to its start; Ready says why no trainer runs right now."""
     phase = job_phase(job)
     reason, message = phase, "training" if phase == "Running" else "waiting for the trainer pod to start"
-    waiting = waiting_reason(pods or []) if phase == "Pending" else None
+    waiting = (claim or waiting_reason(pods or [])) if phase == "Pending" else None
     if phase == "Pending" and was_running:
         phase, reason, message = (
             "Running",
@@ -267,6 +270,9 @@ def finished_status(
         fingerprints=dict(result.fingerprints or {}) or None,
         outcomes=_optional(HeldOutOutcomes, result.outcomes),
         evaluation=_optional(EvaluationSummary, result.evaluation),
+        pruning=PruningStatus(available=result.pruning.available, reason=result.pruning.reason or None)
+        if result.pruning
+        else None,
         artifact=ArtifactStatus(uri=result.artifact.uri, sha256=result.artifact.sha256)
         if result.artifact and result.phase == "Succeeded"
         else None,

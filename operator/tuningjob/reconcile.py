@@ -24,10 +24,18 @@ from crucible.api.tuningjob import TuningJobSpec
 from crucible.operator.config import OperatorConfig
 from crucible.operator.kube import naming
 from crucible.operator.kube.client import Kube, Ref
+from crucible.operator.kube.conditions import find
 from crucible.operator.kube.ownership import controller_uid, uid
 from crucible.operator.tuningjob.manifests import trial_run
 from crucible.operator.tuningjob.plan import plan_step, verdict
-from crucible.operator.tuningjob.status import FINAL_PHASES, invalid_status, search_status
+from crucible.operator.tuningjob.status import (
+    FINAL_PHASES,
+    PRUNING_AVAILABLE,
+    STUDY_UNREACHABLE,
+    invalid_status,
+    pruning_condition,
+    search_status,
+)
 from crucible.operator.tuningjob.study_store import StudyStore
 from crucible.tuning.budget import TrialTally
 from crucible.tuning.outcome import TrialOutcome, crashed_outcome, tell
@@ -117,7 +125,8 @@ class Tuning:
         for _ in range(step.ask):
             number, params = await asyncio.to_thread(_ask, study, spec, name)
             await self._create_trial(job, spec, study, number, params)
-        await self._write_status(job, spec, study, elapsed)
+        statuses = [(children[number].get("status") or {}) for number in sorted(children)]
+        await self._write_status(job, spec, study, elapsed, statuses)
 
     async def _children(self, job: dict) -> dict[int, dict]:
         """This TuningJob's TrainingRuns by trial number (not those of an earlier one of the same name)."""
@@ -153,14 +162,22 @@ class Tuning:
             kopf.event(job, type="Normal", reason="TrialStarted", message=_started(number, params))
 
     async def _write_status(
-        self, job: dict, spec: TuningJobSpec, study: optuna.Study, elapsed: float
+        self, job: dict, spec: TuningJobSpec, study: optuna.Study, elapsed: float, trial_statuses: list[dict]
     ) -> None:
         trials = await asyncio.to_thread(study.get_trials, deepcopy=False)
         standing = verdict(TrialTally.of(t.state for t in trials), spec, elapsed)
         previous = job.get("status") or {}
         generation = job["metadata"].get("generation")
-        status = search_status(study.study_name, trials, spec, standing, generation, previous)
+        pruning = pruning_condition(trial_statuses, self.config.tuning.proxy_url(), generation)
+        status = search_status(study.study_name, trials, spec, standing, generation, previous, pruning)
         await self._patch(job, status.to_patch())
+        was = find(previous.get("conditions"), PRUNING_AVAILABLE) or {}
+        if (
+            pruning is not None
+            and pruning.reason == STUDY_UNREACHABLE
+            and was.get("reason") != STUDY_UNREACHABLE
+        ):
+            kopf.event(job, type="Warning", reason=STUDY_UNREACHABLE, message=pruning.message)
         if standing.phase in FINAL_PHASES and previous.get("phase") not in FINAL_PHASES:
             best = status.best_trial
             found = f"; best trial {best.number}: {best.value:.4g} ({best.training_run})" if best else ""

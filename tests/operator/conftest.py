@@ -38,7 +38,10 @@ def operator_config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def operator(kubeconfig: Path, operator_config: Path) -> AsyncIterator[OperatorThread]:
+async def operator(
+    cluster: Cluster, kubeconfig: Path, operator_config: Path
+) -> AsyncIterator[OperatorThread]:
+    await cluster.bound_claim("artifacts")
     thread = OperatorThread(kubeconfig=kubeconfig, namespaces=[NAMESPACE], config_path=operator_config)
     await thread.start()
     yield thread

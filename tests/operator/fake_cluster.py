@@ -117,6 +117,19 @@ class Cluster(kmock.KubernetesEmulator):
             assert response.status < 300, await response.text()
             return await response.json()
 
+    async def bound_claim(self, claim: str) -> None:
+        """The artifacts claim the operator's configuration names, as a real cluster has it (bound): the
+        operator reads it while a trainer pod is not scheduled, and says when it is missing."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": NAMESPACE},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound"},
+        }
+        async with self.post(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims", json=body) as response:
+            assert response.status < 300, await response.text()
+
     async def patch_spec(self, kind: str, name: str, spec: dict) -> None:
         headers = {"Content-Type": "application/merge-patch+json"}
         async with self.patch(

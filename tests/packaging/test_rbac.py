@@ -175,6 +175,7 @@ GROUPS = {
     "ConfigMap": "",
     "Event": "",
     "Pod": "",
+    "PersistentVolumeClaim": "",
     "Service": "",
     "Job": "batch",
     "Deployment": "apps",

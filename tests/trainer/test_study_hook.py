@@ -16,7 +16,7 @@ from crucible.api.tuningjob import TuningJobSpec
 from crucible.operator.tuningjob.config import TuningConfig
 from crucible.operator.tuningjob.study_store import StudyStore
 from crucible.trainer import cli
-from crucible.trainer.study_hook import StudyHook, StudyTrial, TrialPruned, connect
+from crucible.trainer.study_hook import StudyHook, StudyTrial, TrialPruned, Unpruned, connect, hook_or_none
 from crucible.tuning.outcome import PRUNED_EPOCH_ATTR
 from crucible.tuning.space import distributions
 from crucible.tuning.study import open_study
@@ -133,6 +133,8 @@ def test_an_unpruned_trial_reports_every_epoch_and_succeeds(proxy: StudyStore, t
     assert code == 0
     assert (output / "model.pt").is_file()
     assert sorted(study.get_trials()[trial.number].intermediate_values) == [1, 2, 3]
+    result = json.loads((tmp_path / f"termination-{trial.number}").read_text())
+    assert result["pruning"] == {"available": True, "reason": ""}
 
 
 def test_an_unreachable_proxy_is_an_error_for_connect() -> None:
@@ -141,15 +143,38 @@ def test_an_unreachable_proxy_is_an_error_for_connect() -> None:
         connect(trial, final_epoch=3, timeout=0.5)
 
 
+def test_an_unreachable_proxy_trains_on_and_the_result_says_pruning_was_unavailable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 12, defect 17: where trial pods cannot reach the study proxy, the trial trains without
+    pruning, and its result names the address it tried."""
+    address = f"grpc://127.0.0.1:{free_port()}"
+    hook = hook_or_none(StudyTrial(address, "s", 4), final_epoch=3, timeout=0.5)
+
+    assert isinstance(hook, Unpruned)
+    hook(1, {"accuracy": 0.5})  # trains on
+    report = hook.report()
+    assert report.available is False
+    assert report.reason.startswith(f"the study proxy {address} could not be reached at start (")
+    assert "training without pruning" in capsys.readouterr().err
+    assert hook_or_none(None, final_epoch=3) is None  # not a trial: nothing to report
+
+
 def test_proxy_errors_never_end_the_run_but_pruning_does(capsys: pytest.CaptureFixture[str]) -> None:
     class Broken:
         def __call__(self, epoch: int, figures: dict) -> None:
             raise RuntimeError("UNAVAILABLE")
 
-    hook = StudyHook(Broken(), "accuracy")
+    hook = StudyHook(Broken(), "accuracy", "grpc://crucible.crucible-system.svc:13000")
+    assert hook.report().available is True
     hook(1, {"accuracy": 0.5})
     hook(2, {"accuracy": 0.6})
     assert capsys.readouterr().err.count("cannot report to the study") == 1
+    assert hook.report().model_dump() == {
+        "available": False,
+        "reason": "the study proxy grpc://crucible.crucible-system.svc:13000 could not be reached at epoch 1 "
+        "(RuntimeError: UNAVAILABLE)",
+    }
     assert issubclass(TrialPruned, Exception) and not issubclass(TrialPruned, RuntimeError)
 
 
