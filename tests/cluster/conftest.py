@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.cluster.chart import operator_kubeconfig
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.operator_config import ARTIFACTS_CLAIM, write_operator_config
 from tests.operator.kube_api import KubeApi
 from tests.operator.kubelet_logs import ContainerLogServer
 from tests.operator.node_agent import NodeAgent, register_nodes
@@ -72,12 +72,7 @@ async def cluster(cluster_controllers: ControlPlane, test_nodes: list[str]) -> A
 
 @pytest.fixture
 def operator_config(tmp_path: Path) -> Path:
-    path = tmp_path / "operator.yaml"
-    path.write_text(yaml.safe_dump({"artifacts": {"claim": ARTIFACTS_CLAIM}}))
-    return path
-
-
-ARTIFACTS_CLAIM = "artifacts"
+    return write_operator_config(tmp_path)
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ it stays under analysis, mid-rollout, for its whole 10-minute deadline)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from crucible.operator.main import KOPF_FINALIZER
+from tests.cluster.operator_config import local_study, write_operator_config
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import DEPLOYMENTS, RUNS, condition_of, run_phase, status_of
 from tests.operator.fake_cluster import eventually
@@ -55,20 +54,10 @@ DELETED_WITHIN = 5
 NAMESPACE_DELETED_WITHIN = 60
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def operator_config(tmp_path: Path) -> Path:
     """Studies in a temporary folder; the study proxy on a free local port."""
-    tuning = {"study": {"path": str(tmp_path / "study")}, "proxyBind": "127.0.0.1"}
-    tuning |= {"proxyAddress": "127.0.0.1", "proxyPort": free_port()}
-    path = tmp_path / "operator.yaml"
-    path.write_text(yaml.safe_dump({"artifacts": {"claim": "artifacts"}, "tuning": tuning}))
-    return path
+    return write_operator_config(tmp_path, tuning=local_study(tmp_path))
 
 
 def finalizers_seen(cluster: RealCluster) -> dict[str, list[str]]:

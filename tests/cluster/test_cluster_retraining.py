@@ -16,11 +16,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 from aiohttp import web
 
 from crucible.operator.kube import naming
-from tests.cluster.conftest import ARTIFACTS_CLAIM
+from tests.cluster.operator_config import ARTIFACTS_CLAIM, write_operator_config
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import DEPLOYMENTS, condition_of, run_phase, status_of
 from tests.operator.fake_cluster import eventually
@@ -39,10 +38,7 @@ MD = "md"
 @pytest.fixture
 def operator_config(tmp_path: Path) -> Path:
     """The chart's configuration, with policies evaluated every second."""
-    path = tmp_path / "operator.yaml"
-    config = {"artifacts": {"claim": ARTIFACTS_CLAIM}, "retraining": {"intervalSeconds": 1}}
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_operator_config(tmp_path, retraining={"intervalSeconds": 1})
 
 
 class CaptureEndpoint:

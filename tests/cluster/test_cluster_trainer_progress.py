@@ -10,13 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from crucible.operator.config import OperatorConfig
 from crucible.operator.kube.auth import login_with_file
 from crucible.operator.kube.client import Kube
 from crucible.operator.trainingrun.reconcile import Training
-from tests.cluster.conftest import ARTIFACTS_CLAIM
+from tests.cluster.operator_config import write_operator_config
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import RUNS, run_phase, status_of
 from tests.operator.fake_cluster import eventually
@@ -39,10 +38,7 @@ PROGRESS = re.compile(
 
 @pytest.fixture
 def operator_config(tmp_path: Path) -> Path:
-    path = tmp_path / "operator.yaml"
-    config = {"artifacts": {"claim": ARTIFACTS_CLAIM}, "training": {"progressIntervalSeconds": 1}}
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_operator_config(tmp_path, training={"progressIntervalSeconds": 1})
 
 
 STAGES = ("Loading data", "Debug gate", "Cross-validation", "Final training", "Evaluation", "Export")

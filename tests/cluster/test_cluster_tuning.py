@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.cluster.operator_config import local_study, write_operator_config
 from tests.conftest import FAST_SPEC
 from tests.operator.e2e import DEPLOYMENTS, condition_of, status_of
 from tests.operator.fake_cluster import eventually
@@ -38,20 +38,10 @@ SEARCH = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def operator_config(tmp_path: Path) -> Path:
     """Studies in a temporary folder; the proxy on this machine, where the test kubelet's trainers run."""
-    tuning = {"study": {"path": str(tmp_path / "study")}, "proxyBind": "127.0.0.1"}
-    tuning |= {"proxyAddress": "127.0.0.1", "proxyPort": free_port()}
-    path = tmp_path / "operator.yaml"
-    path.write_text(yaml.safe_dump({"artifacts": {"claim": "artifacts"}, "tuning": tuning}))
-    return path
+    return write_operator_config(tmp_path, tuning=local_study(tmp_path))
 
 
 def running_trials(cluster: RealCluster) -> int:
