@@ -21,24 +21,16 @@ from crucible.operator.kube import naming
 from crucible.operator.kube.client import ApiError, Kube, Ref
 from crucible.operator.kube.conditions import now
 from crucible.operator.kube.ownership import controller_uid, uid, unchanged
-from crucible.operator.modeldeployment.manifests import PORT
 from crucible.operator.modeldeployment.plan import parse_serving_spec
 from crucible.operator.modeldeployment.retraining.events import event_manifest
 from crucible.operator.modeldeployment.retraining.plan import Capture, Decision, plan_retraining
+from crucible.operator.modeldeployment.server_pods import ready_address, server_url
 
 logger = logging.getLogger(__name__)
 
 
-def _ready(pod: dict) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return bool((pod.get("status") or {}).get("podIP")) and any(
-        item.get("type") == "Ready" and item.get("status") == "True" for item in conditions
-    )
-
-
 def capture_url(pod_ip: str, model: str) -> str:
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
-    return f"http://{host}:{PORT}/v2/models/{model}/capture"
+    return server_url(pod_ip, f"/v2/models/{model}/capture")
 
 
 class Retraining:
@@ -114,7 +106,7 @@ class Retraining:
         """The capture endpoint's counts, from a ready server pod (stable track first); else why not."""
         pods = await self.kube.list(Ref("v1", "Pod", namespace), naming.server_selector(name))
         ready = sorted(
-            (pod for pod in pods if _ready(pod)),
+            (pod for pod in pods if ready_address(pod)),
             key=lambda pod: (pod["metadata"].get("labels") or {}).get(naming.TRACK) != "stable",
         )
         if not ready:

@@ -21,7 +21,6 @@ from crucible.operator.kube.client import Kube, Ref
 from crucible.operator.kube.conditions import now
 from crucible.operator.modeldeployment.manifests import (
     MODEL_RUN,
-    PORT,
     disruption_budget,
     server_deployment,
     server_service,
@@ -41,6 +40,7 @@ from crucible.operator.modeldeployment.rollout.status import (
     recovered,
     with_promotion,
 )
+from crucible.operator.modeldeployment.server_pods import ready_address, server_url
 from crucible.operator.modeldeployment.status import (
     Track,
     available_replicas,
@@ -55,11 +55,6 @@ SCRAPE_TIMEOUT = 3
 
 def _same(one: ServedModel | None, other: ServedModel | None) -> bool:
     return bool(one and other and (one.training_run, one.sha256) == (other.training_run, other.sha256))
-
-
-def _pod_ready(pod: dict) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(item.get("type") == "Ready" and item.get("status") == "True" for item in conditions)
 
 
 class Rollout:
@@ -237,10 +232,9 @@ class Rollout:
         labels = naming.server_labels(metadata["name"], "canary")
         pods = await self.kube.list(Ref("v1", "Pod", metadata["namespace"]), labels)
         ips = [
-            pod["status"]["podIP"]
+            ip
             for pod in pods
-            if _pod_ready(pod)
-            and (pod["status"] or {}).get("podIP")
+            if (ip := ready_address(pod))
             and (pod["metadata"].get("annotations") or {}).get(MODEL_RUN) == candidate
         ]
         if not ips:
@@ -261,6 +255,5 @@ class Rollout:
 
 
 def metrics_url(pod_ip: str) -> str:
-    """A server pod's metrics endpoint; an IPv6 pod address goes in brackets, as URLs require."""
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
-    return f"http://{host}:{PORT}/metrics"
+    """A server pod's metrics endpoint."""
+    return server_url(pod_ip, "/metrics")
