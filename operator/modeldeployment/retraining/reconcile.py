@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import aiohttp
+import kopf
 
 from crucible.api.manifest import InvalidSpec
 from crucible.api.retraining import RETRAINED_FOR
@@ -22,7 +23,6 @@ from crucible.operator.kube.client import ApiError, Kube, Ref
 from crucible.operator.kube.conditions import now
 from crucible.operator.kube.ownership import controller_uid, uid, unchanged
 from crucible.operator.modeldeployment.plan import parse_serving_spec
-from crucible.operator.modeldeployment.retraining.events import event_manifest
 from crucible.operator.modeldeployment.retraining.plan import Capture, Decision, plan_retraining
 from crucible.operator.modeldeployment.server_pods import ready_address, server_url
 
@@ -96,11 +96,11 @@ class Retraining:
             await self._event(body, "Warning", "RetrainingRefused", refused.status.message or "")
         return refused
 
-    async def _event(self, body: dict, kind: str, reason: str, message: str) -> None:
-        try:
-            await self.kube.create(event_manifest(body, kind, reason, message, now()))
-        except ApiError as error:  # an Event is for people; its loss must not stop the loop
-            logger.warning("event %s not posted: %s", reason, error)
+    @staticmethod
+    async def _event(body: dict, kind: str, reason: str, message: str) -> None:
+        # The step runs in the context kopf indexed the ModelDeployment in (kube/periodic.py), where
+        # kopf.event finds its queue, as in the serving reconciler.
+        kopf.event(body, type=kind, reason=reason, message=message)
 
     async def read_capture(self, namespace: str, name: str) -> Capture | str:
         """The capture endpoint's counts, from a ready server pod (stable track first); else why not."""
