@@ -235,6 +235,8 @@ def main() -> None:
         f"(target <= 1.2; PSS {ours_pss / bare_pss:.2f})"
     )
     print(f"throughput ratio        {ours_speed / bare_speed:6.2f}       (target >= 0.9)")
+    print("(RSS sums each page once per process that maps it, and every DataLoader worker maps PyTorch, "
+          "about 0.5 GiB; PSS counts each page once, as a pod's memory limit does)")  # fmt: skip
     print("(the trainer's wall time also covers its file check, normalization sample, held-out and final "
           "evaluation; throughput compares the training epochs alone)")  # fmt: skip
 

@@ -12,6 +12,8 @@ an epoch boundary sees exactly the batches an uninterrupted run saw.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import math
 from collections.abc import Iterator
@@ -219,6 +221,26 @@ def loader_workers(data: ImageData) -> int:
     return 0 if getattr(data.source, "in_memory", False) else available_cpus()
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`).
+
+    The heap keeps what earlier stages freed (decoded batches, activations) resident; workers forked
+    now would each count those pages again, and the trainer's own footprint would never shrink."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only; musl has none
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 class Feed:
     """A DataLoader over `data` whose batches arrive normalized, float32, on `device`."""
 
@@ -268,6 +290,7 @@ class Feed:
             # collecting first keeps garbage from being frozen with them.
             gc.collect()
             gc.freeze()
+            release_free_memory()
         for pixels, labels in self.loader:
             # uint8 crosses to the device (a quarter of float32's bytes), then is scaled there.
             x = pixels.to(self.device, non_blocking=True).float().div_(255.0)
@@ -312,6 +335,9 @@ class Pipeline:
     augmentation: AugmentationSpec | None
     device: torch.device
     pretrained: bool = False
+    # Evaluation batches are no larger than training's, so evaluating never needs more memory than
+    # training did (without gradients it needs less).
+    eval_batch_size: int = 256
 
     @property
     def eval_transform(self) -> Transform:
@@ -330,6 +356,11 @@ class Pipeline:
         return Feed(data, transform, norm, self.device, batch_size, seed, shuffle=True)
 
     def eval_feed(
-        self, data: ImageData, norm: Normalization | None, batch_size: int = 256, persistent: bool = False
+        self,
+        data: ImageData,
+        norm: Normalization | None,
+        batch_size: int | None = None,
+        persistent: bool = False,
     ) -> Feed:
-        return Feed(data, self.eval_transform, norm, self.device, batch_size, persistent=persistent)
+        size = batch_size or self.eval_batch_size
+        return Feed(data, self.eval_transform, norm, self.device, size, persistent=persistent)

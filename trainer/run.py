@@ -236,6 +236,7 @@ def _run_stages(
         hp.augmentation if uses_augmentation(hp.augmentation) else None,
         device,
         pretrained=bool(spec.model.pretrained_weights),
+        eval_batch_size=hp.batch_size,
     )
     train_split, surveys, progress.sources = assemble_training_side(
         spec, primary_train, test_split, pipeline, reporter

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from crucible.api.trainingrun import AugmentationSpec, DatasetSpec
 from crucible.trainer.data import curate, load_dataset, split
-from crucible.trainer.pipeline import Feed, Pipeline, Transform, normalization_of
+from crucible.trainer.pipeline import Feed, Pipeline, Transform, _libc, normalization_of, release_free_memory
 
 CPU = torch.device("cpu")
 
@@ -85,3 +88,33 @@ def test_the_fingerprint_follows_content_and_labels():
     data = _digits(imageSize=8)
     assert data.fingerprint() == _digits(imageSize=16).fingerprint()
     assert data.subset(np.arange(100)).fingerprint() != data.subset(np.arange(1, 101)).fingerprint()
+
+
+def test_evaluation_batches_are_no_larger_than_training_batches():
+    data = load_dataset(DatasetSpec(source="digits", image_size=8), seed=0)
+    pipeline = Pipeline(8, "stretch", None, CPU, eval_batch_size=48)
+    sizes = [len(y) for _, y in pipeline.eval_feed(data, None)]
+    assert max(sizes) == 48 and sum(sizes) == len(data)
+    # An explicit size (the survey's small batches) still wins.
+    assert max(len(y) for _, y in pipeline.eval_feed(data, None, batch_size=32)) == 32
+
+
+def _resident_anonymous_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    pytest.skip("no /proc/self/status RssAnon on this system")
+
+
+def test_free_heap_pages_are_handed_back_before_workers_start():
+    if _libc() is None:
+        pytest.skip("no glibc malloc_trim here")
+    # 200 MB in 64 KiB blocks (under glibc's mmap threshold: they live in the heap), then one block
+    # kept above them, so freeing the rest leaves a hole the heap does not give back by itself.
+    blocks = [bytearray(64 * 1024) for _ in range(3200)]
+    keep = bytearray(64 * 1024)
+    del blocks
+    before = _resident_anonymous_bytes()
+    release_free_memory()
+    assert before - _resident_anonymous_bytes() > 100 * 1024 * 1024
+    assert len(keep) == 64 * 1024
