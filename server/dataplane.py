@@ -187,8 +187,12 @@ class DataPlane:
                 f"files: {len(files)} images in one request; the limit is {self.settings.max_images}"
             )
         k = min(top_k or self.settings.default_top_k, len(model.classes))
-        # Decoding a large JPEG takes milliseconds: off the event loop.
-        images = await asyncio.to_thread(decode_images, files, model.image_shape[1:], model.card.resize)
+        size, policy = model.image_shape[1:], model.card.resize
+        if self.settings.cpus == 1:
+            images = decode_images(files, size, policy)  # see ServerSettings.cpus
+        else:
+            # Decoding a large JPEG takes milliseconds: off the event loop, beside the forward pass.
+            images = await asyncio.to_thread(decode_images, files, size, policy)
         probabilities = await batcher.submit(images)
         self.drift[model.name].add(probabilities)
         predictions = []

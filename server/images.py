@@ -41,7 +41,9 @@ def decode_image(data: bytes, filename: str, size: tuple[int, int], policy: str 
                 )
             # The trainer's decode step, JPEGs DCT-reduced where the photo is twice the input size or more.
             rgb = load_rgb(image, draft_size=max(size))
-            if policy == "stretch" or size[0] != size[1]:
+            if rgb.size == (size[1], size[0]):
+                pass  # already the input's size: every policy leaves it as it is
+            elif policy == "stretch" or size[0] != size[1]:
                 rgb = bilinear(rgb, (size[1], size[0]))
             else:
                 rgb = resize(rgb, size[0], policy)

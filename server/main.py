@@ -4,6 +4,7 @@ batch queue, and exits 0."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import signal
@@ -83,11 +84,12 @@ def serve(
 ) -> int:
     """Load the verified artifact, warm up, serve: the exit code (2, with one line saying why, when the
     weights do not load)."""
-    settings = settings or ServerSettings()
+    threads = threads or available_cpus()
+    settings = dataclasses.replace(settings or ServerSettings(), cpus=threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     try:
         torch_device = pick_device(device)
-        configure_threads(threads or available_cpus())
+        configure_threads(threads)
         model = load_verified(artifact, torch_device, name, backend, quantize)
     except (ArtifactError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

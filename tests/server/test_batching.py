@@ -129,9 +129,25 @@ async def test_a_batch_never_waits_past_the_max_delay():
 
 
 async def test_forward_passes_run_on_the_worker_thread_not_the_event_loop():
+    model = RecordingModel(seconds=0.03)  # over INLINE_MAX_S: never on the loop
+    batcher = await started(model)
+    for image in range(3):
+        await batcher.submit(images(image))
+    await asyncio.gather(*(batcher.submit(images(i)) for i in range(4)))
+    await batcher.stop()
+    assert model.threads and threading.current_thread().name not in model.threads
+
+
+async def test_a_lone_image_at_an_idle_fast_model_runs_on_the_event_loop_and_load_goes_to_the_thread():
     model = RecordingModel(seconds=0.0)
     batcher = await started(model)
-    await batcher.submit(images(1))
+    await batcher.submit(images(0))  # not measured yet: the thread
+    assert threading.current_thread().name not in model.threads
+    await batcher.submit(images(1))  # measured fast, alone: the loop itself
+    assert threading.current_thread().name in model.threads
+    model.threads.clear()
+    await asyncio.gather(*(batcher.submit(images(i)) for i in range(2, 6)))  # a shared batch: the thread
+    await batcher.submit(images(6, 7))  # one request of two images: the thread
     await batcher.stop()
     assert model.threads and threading.current_thread().name not in model.threads
 

@@ -455,3 +455,23 @@ def test_random_paths_and_methods_share_one_metrics_series(client):
         == 1
     )
     assert "/c/d" not in text and "BREW" not in text
+
+
+def test_with_one_cpu_uploads_are_decoded_on_the_event_loop_not_a_thread(digits_model, monkeypatch):
+    from crucible.server import dataplane
+
+    threads = []
+    decode = dataplane.decode_images
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return decode(*args)
+
+    monkeypatch.setattr(dataplane, "decode_images", recording)
+    for cpus in (1, 2):
+        app = create_app(ModelRepository([digits_model]), ServerSettings(cpus=cpus))
+        with TestClient(app) as http:
+            files = [("files", ("a.png", png_bytes(np.zeros((3, 16, 16), np.uint8)), "image/png"))]
+            assert http.post("/predict", files=files).status_code == 200
+            loop_thread = http.portal.call(lambda: threading.current_thread().name)
+        assert (threads[-1] == loop_thread) == (cpus == 1)

@@ -100,3 +100,10 @@ def test_a_decompression_bomb_is_refused_before_decoding(monkeypatch):
     with pytest.raises(InvalidInput) as refused:
         images.decode_image(encoded(Image.new("L", (11, 10)), "PNG"), "bomb.png", (8, 8))
     assert refused.value.message == "file 'bomb.png' is 11x10 pixels; the limit is 100 pixels"
+
+
+@pytest.mark.parametrize("policy", ["stretch", "shorterSideCrop", "letterbox"])
+def test_a_picture_already_at_the_input_size_reaches_the_model_untouched(policy):
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    pixels = images.decode_image(encoded(picture, "PNG"), "a.png", (16, 16), policy)
+    np.testing.assert_array_equal(pixels, channels_first(picture))

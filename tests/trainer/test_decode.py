@@ -172,3 +172,12 @@ def test_training_and_serving_see_the_same_pixels(tmp_path, photos, policy):
 def test_a_random_resized_crop_decodes_the_full_photo():
     assert Transform(224, augmentation=AugmentationSpec(random_resized_crop=True)).draft_size is None
     assert Transform(224, augmentation=AugmentationSpec(rotation=10)).draft_size == 224
+
+
+def test_decoding_an_upright_rgb_picture_makes_no_copy_of_its_pixels():
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
+    with Image.open(buffer) as image:
+        image.load()
+        assert to_rgb(image, in_place=True) is image
+        assert to_rgb(image) is not image  # the caller's picture is left alone unless it says so
