@@ -12,6 +12,11 @@ loop of 1, 8 and 32 clients (each sends its next request when the previous answe
           request. It decodes and encodes with the server's own codec, so the comparison is about
           batching, not JSON parsing.
 
+- kserve:  with `--kserve-python PY` (a Python environment where `kserve` is installed beside this
+          project's packages), KServe's `ModelServer` with a custom `kserve.Model` whose `predict`
+          runs the same eager forward pass: the side-by-side the README quotes, on the same v2 JSON
+          requests (KServe's defaults otherwise: its access log stays on).
+
 Each client sends one image per request: UINT8 pixels as JSON (`data` list, what curl users send),
 the same with the protocol's binary tensor extension (raw bytes, what Triton and KServe clients
 send), or a photo-like JPEG file of the input's size to `/predict` (`image`; the server decodes
@@ -29,6 +34,13 @@ The mobilenet has freshly initialised weights: its speed does not depend on what
 
     python benchmarks/serve.py                 # everything, about ten minutes on 2 cores
     python benchmarks/serve.py --duration 2 --models mobilenet --payloads binary --backends onnxruntime
+    python benchmarks/serve.py --models mobilenet --kserve-python /tmp/kserve/bin/python
+
+An environment for the KServe case, beside this project's own (KServe's dependencies do not touch it):
+
+    python3 -m venv /tmp/kserve
+    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/kserve/lib/python3.11/site-packages/base.pth
+    /tmp/kserve/bin/pip install kserve && /tmp/kserve/bin/pip install --no-deps -e .
 
 Requests go to 127.0.0.1 only, and every loop is bounded by `--duration`.
 """
@@ -51,6 +63,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +96,7 @@ DIGITS_SPEC = {
 @dataclass
 class Cell:
     model: str
-    case: str  # raw | server | naive
+    case: str  # raw | server | naive | kserve
     backend: str  # torch | onnxruntime
     payload: str  # tensor | json | binary | image
     concurrency: int
@@ -312,7 +325,7 @@ class Server:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.log.append(line)
-            match = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+            match = re.search(r"Uvicorn running on http://[\d.]+:(\d+)", line)
             if match:
                 # Keep reading its output, or a burst of log lines would fill the pipe and stall it.
                 threading.Thread(target=self.log.extend, args=(self.process.stdout,), daemon=True).start()
@@ -435,6 +448,31 @@ def serve_naive(artifact: Path) -> None:
     uvicorn.run(naive_app(artifact), host=HOST, port=0, access_log=False)
 
 
+def serve_kserve(artifact: Path) -> None:
+    """KServe's ModelServer on a free port, serving the artifact's eager forward pass as a custom
+    model would: the v2 request's input as numpy, one forward pass per request, probabilities out."""
+    import kserve
+
+    from crucible.server.repository import load_artifact
+
+    torch.set_num_threads(available_cpus())
+    model = load_artifact(artifact, torch.device("cpu"), backend="torch")
+    model.warm_up()
+
+    class CrucibleModel(kserve.Model):
+        def __init__(self) -> None:
+            super().__init__(model.name)
+            self.ready = True
+
+        def predict(self, payload, headers=None, response_headers=None):
+            probabilities = model.predict([payload.inputs[0].as_numpy()])
+            output = kserve.InferOutput("probabilities", list(probabilities.shape), "FP32", probabilities)
+            return kserve.InferResponse(payload.id or uuid.uuid4().hex, model.name, [output])
+
+    server = kserve.ModelServer(http_port=0, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server.start([CrucibleModel()])
+
+
 # The measurements
 
 
@@ -484,11 +522,21 @@ class Servers:
                 print(f"  warning: the {backend} server exited {code} after SIGTERM", flush=True)
 
 
+def _serves(case: str, payload: str) -> bool:
+    """The naive baseline takes tensors only; KServe is compared on the v2 JSON request (its binary
+    extension path answered our requests with 400 "There was an error parsing the body")."""
+    if case == "naive":
+        return payload != "image"
+    if case == "kserve":
+        return payload == "json"
+    return True
+
+
 def _check_answers(servers: Servers, requests: dict[str, bytes], reference: np.ndarray) -> None:
     """Every server answers as the model does, before anything is timed."""
     for (case, backend), server in servers.processes.items():
         for payload, request in requests.items():
-            if case == "naive" and payload == "image":
+            if not _serves(case, payload):
                 continue
             answer = first_answer(server.port, request)
             if payload == "image":  # decoded from a lossy JPEG: only the shape of the answer is checked
@@ -518,6 +566,10 @@ def benchmark_model(
     servers.processes[("naive", "torch")] = Server(
         [sys.executable, __file__, "--naive-server", str(artifact)], cores.server
     )
+    if args.kserve_python:
+        servers.processes[("kserve", "torch")] = Server(
+            [args.kserve_python, __file__, "--kserve-server", str(artifact)], cores.server
+        )
     raw = RawForward(artifact, cores.server)
     cells = []
     try:
@@ -536,7 +588,7 @@ def benchmark_model(
                     tally.cpu_images += len(measured["latencies"]) * concurrency
                 for (case, backend), server in servers.processes.items():
                     for payload, request in requests.items():
-                        if case == "naive" and payload == "image":
+                        if not _serves(case, payload):
                             continue
                         before = batches_so_far(server.port) if case == "server" else (0.0, 0.0)
                         cpu_before = server.cpu_seconds()
@@ -650,6 +702,7 @@ def _model_ratios(model: str, cells: list[Cell]) -> None:
             eager = find("raw", "torch", "tensor", concurrency)
             same = find("raw", backend, "tensor", concurrency)
             naive = find("naive", "torch", payload, concurrency)
+            kserve = find("kserve", "torch", payload, concurrency)
             if not (server and eager and same):
                 continue
             to_eager, to_same = server.throughput / eager.throughput, server.throughput / same.throughput
@@ -660,7 +713,12 @@ def _model_ratios(model: str, cells: list[Cell]) -> None:
                 line += f"  server/{backend} raw {to_same:5.2f}x"
             if naive:
                 line += f"  server/naive {server.throughput / naive.throughput:5.2f}x"
+            if kserve:
+                line += f"  server/kserve {server.throughput / kserve.throughput:5.2f}x"
             targets = []
+            if model != "mobilenet":  # the targets are set for mobilenet_v3_small at 224
+                print(line)
+                continue
             if concurrency == 32 and backend == "onnxruntime" and payload in ("binary", "image"):
                 targets += [
                     f">=1.0x eager raw {_mark(to_eager >= 1.0)}",
@@ -721,11 +779,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--artifacts", default=str(ROOT / "runs" / "benchmark"), help="Where artifacts are kept."
     )
+    parser.add_argument(
+        "--kserve-python",
+        metavar="PY",
+        help="A Python where kserve is installed beside this project: adds KServe's ModelServer.",
+    )
     parser.add_argument("--naive-server", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--kserve-server", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--raw-worker", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_server:
         serve_naive(Path(args.naive_server))
+        return 0
+    if args.kserve_server:
+        serve_kserve(Path(args.kserve_server))
         return 0
     if args.raw_worker:
         raw_worker(Path(args.raw_worker))
