@@ -128,9 +128,7 @@ async def run_phase_changed(
     owner = controller_of(dict(body), "TuningJob")
     if owner is not None:
         await memo.tuning.reconcile_named(namespace, owner)
-    pinned = deployments_by_run.get((namespace, name), [])
-    for deployment in sorted({*pinned, *automatic_deployments.get(namespace, [])}):
-        await memo.serving.reconcile(namespace, deployment)
+    await _reconcile_deployments_of_run(namespace, name, deployments_by_run, automatic_deployments, memo)
 
 
 @kopf.on.event(*TRAINING_RUNS)
@@ -147,6 +145,18 @@ async def run_deleted(
     its servers; one that picks its own model picks the next best run. (No finalizer waits for this.)"""
     if event.get("type") != "DELETED":
         return
+    await _reconcile_deployments_of_run(namespace, name, deployments_by_run, automatic_deployments, memo)
+
+
+async def _reconcile_deployments_of_run(
+    namespace: str,
+    name: str,
+    deployments_by_run: kopf.Index,
+    automatic_deployments: kopf.Index,
+    memo: kopf.Memo,
+) -> None:
+    """Reconcile every ModelDeployment a change of this run may concern: those pinned to it, and those
+    of its namespace that pick their own model."""
     pinned = deployments_by_run.get((namespace, name), [])
     for deployment in sorted({*pinned, *automatic_deployments.get(namespace, [])}):
         await memo.serving.reconcile(namespace, deployment)

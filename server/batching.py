@@ -49,6 +49,11 @@ class _Pending:
         return len(self.images)
 
 
+def _single_image(batch: list[_Pending]) -> bool:
+    """A batch of one request holding one image."""
+    return len(batch) == 1 and batch[0].count == 1
+
+
 _STOP = object()
 # A lone one-image request runs its forward pass on the event loop itself when the model's last
 # one-image pass took less than this (see `DynamicBatcher._execute`).
@@ -179,7 +184,7 @@ class DynamicBatcher:
         nothing to overlap with. A model whose one-image pass is slow (over INLINE_MAX_S, or not yet
         measured) always uses the thread, so health checks never wait long behind it."""
         seconds = self._single_image_seconds
-        return len(batch) == 1 and batch[0].count == 1 and seconds is not None and seconds < INLINE_MAX_S
+        return _single_image(batch) and seconds is not None and seconds < INLINE_MAX_S
 
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -199,7 +204,7 @@ class DynamicBatcher:
             return
         finally:
             self._busy = False
-        if len(batch) == 1 and batch[0].count == 1:
+        if _single_image(batch):
             self._single_image_seconds = time.perf_counter() - started
         self._on_batch(sum(p.count for p in batch), time.perf_counter() - started)
         offset = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
@@ -31,6 +32,11 @@ REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "pvc://")
 # Where an extra dataset source may live: a local path has no scheme.
 SOURCE_SCHEMES = ("file://", "s3://", "pvc://")
 SOURCE_NAME_PATTERN = r"^[A-Za-z0-9]([-_.A-Za-z0-9]{0,62}[A-Za-z0-9])?$"
+
+
+def repeated_names(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 class SourceSpec(SpecModel):
@@ -145,8 +151,7 @@ class DatasetSpec(SpecModel):
     @field_validator("sources")
     @classmethod
     def _unique_source_names(cls, value: list[SourceSpec]) -> list[SourceSpec]:
-        names = [source.label for source in value]
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        repeated = repeated_names([source.label for source in value])
         if repeated:
             raise ValueError(
                 f"source names must be unique; repeated: {', '.join(repeated)} (set name on each source)"
@@ -403,8 +408,7 @@ class EvaluationSpec(SpecModel):
     @field_validator("test_sets")
     @classmethod
     def _unique_names(cls, value: list[TestSetSpec]) -> list[TestSetSpec]:
-        names = [test_set.name for test_set in value]
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        repeated = repeated_names([test_set.name for test_set in value])
         if repeated:
             raise ValueError(f"names must be unique; repeated: {', '.join(repeated)}")
         return value

@@ -56,17 +56,21 @@ def test_an_error_over_http_is_a_clear_4xx(live_server):
     )
 
 
+def _infer_head(host: str, length: int) -> bytes:
+    """The head of a JSON infer request whose body is `length` bytes."""
+    return (
+        f"POST {INFER} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
 async def _post_at_once(base_url: str, bodies: list[bytes]) -> list[dict]:
     """Every body POSTed to the infer endpoint on a connection of its own, all written before any
     answer is read: they reach the server together, as a burst of clients does."""
     address = urlsplit(base_url)
     connections = [await asyncio.open_connection(address.hostname, address.port) for _ in bodies]
     for (_, writer), body in zip(connections, bodies, strict=True):
-        head = (
-            f"POST {INFER} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        writer.write(head.encode() + body)
+        writer.write(_infer_head(address.netloc, len(body)) + body)
     answers = []
     for reader, writer in connections:
         status = await reader.readline()
@@ -107,11 +111,7 @@ async def test_concurrent_requests_share_forward_passes(live_server, digit_pixel
 def _send_headers_and_part_of_body(base_url: str, body: bytes) -> socket.socket:
     address = urlsplit(base_url)
     connection = socket.create_connection((address.hostname, address.port), timeout=30)
-    head = (
-        f"POST {INFER} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    connection.sendall(head.encode() + body[:100])
+    connection.sendall(_infer_head(address.netloc, len(body)) + body[:100])
     return connection
 
 
