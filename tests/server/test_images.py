@@ -107,3 +107,79 @@ def test_a_picture_already_at_the_input_size_reaches_the_model_untouched(policy)
     picture = Image.fromarray(np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8))
     pixels = images.decode_image(encoded(picture, "PNG"), "a.png", (16, 16), policy)
     np.testing.assert_array_equal(pixels, channels_first(picture))
+
+
+def photo_jpeg(size: tuple[int, int], mode: str = "RGB", orientation: int = 1, **options) -> bytes:
+    """A photo-like JPEG (smooth gradients, noise, edges), `size` (width, height) as stored."""
+    rows, columns = np.mgrid[0 : size[1], 0 : size[0]]
+    noise = np.random.default_rng(2).normal(0, 12, (size[1], size[0], 3))
+    pixels = np.stack([rows * 0.8, columns * 0.6, (rows + columns) * 0.4], axis=-1) + noise
+    pixels[size[1] // 3 : size[1] // 2, size[0] // 4 : size[0] // 2] = (200, 40, 30)
+    picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=90, exif=exif, **options)
+    return buffer.getvalue()
+
+
+def pillow_decode(data: bytes, size: tuple[int, int], policy: str = "stretch") -> np.ndarray:
+    """The trainer's decode step and eval transform, by Pillow alone."""
+    from crucible.trainer.imaging import open_rgb
+
+    rgb = open_rgb(io.BytesIO(data), draft_size=max(size))
+    if rgb.size != (size[1], size[0]):
+        rgb = bilinear(rgb, (size[1], size[0])) if policy == "stretch" else resize(rgb, size[0], policy)
+    return channels_first(rgb)
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("RGB", {"subsampling": 0}),
+        ("RGB", {"subsampling": 2}),
+        ("RGB", {"subsampling": 1, "progressive": True}),
+        ("L", {}),
+    ],
+)
+def test_jpegs_decode_to_the_trainers_pixels(mode, options):
+    data = photo_jpeg((64, 64), mode, **options)
+    assert images._decode_jpeg_directly(data, Image.open(io.BytesIO(data)), 64) is not None, (
+        "decoded directly"
+    )
+    np.testing.assert_array_equal(images.decode_image(data, "p.jpg", (64, 64)), pillow_decode(data, (64, 64)))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpegs_turn_by_their_exif_orientation_as_in_training(orientation):
+    data = photo_jpeg((48, 32), orientation=orientation)
+    size = (48, 32) if orientation >= 5 else (32, 48)  # 5..8 turn a quarter: height and width swap
+    np.testing.assert_array_equal(images.decode_image(data, "p.jpg", size), pillow_decode(data, size))
+
+
+@pytest.mark.parametrize("policy", ["stretch", "shorterSideCrop", "letterbox"])
+def test_a_jpeg_of_another_size_is_resized_as_in_training(policy):
+    data = photo_jpeg((50, 40))
+    np.testing.assert_array_equal(
+        images.decode_image(data, "p.jpg", (32, 32), policy), pillow_decode(data, (32, 32), policy)
+    )
+
+
+def test_a_large_jpeg_is_left_to_pillows_reduced_decode():
+    data = photo_jpeg((200, 140))
+    assert images._decode_jpeg_directly(data, Image.open(io.BytesIO(data)), 64) is None
+    np.testing.assert_array_equal(images.decode_image(data, "p.jpg", (64, 64)), pillow_decode(data, (64, 64)))
+
+
+def test_a_cmyk_jpeg_is_left_to_pillow():
+    data = encoded(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG")
+    assert images._decode_jpeg_directly(data, Image.open(io.BytesIO(data)), 16) is None
+    assert images.decode_image(data, "c.jpg", (16, 16))[:, 0, 0].tolist()[0] > 200, "red stays red"
+
+
+def test_a_truncated_jpeg_is_refused_as_undecodable():
+    data = photo_jpeg((64, 64))
+    with pytest.raises(InvalidInput) as refused:
+        images.decode_image(data[: len(data) // 2], "cut.jpg", (64, 64))
+    assert refused.value.message.startswith("file 'cut.jpg' cannot be decoded: ")
+    assert ".cpp" not in refused.value.message, "libjpeg's words, not a C++ source location"
