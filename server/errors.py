@@ -8,6 +8,8 @@ and the body the Open Inference Protocol defines, `{"error": "<message>"}`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -121,10 +123,12 @@ async def _on_http_error(_: Request, error: Exception) -> JSONResponse:
     return response
 
 
-def _describe_validation(error: RequestValidationError) -> str:
+def describe_validation(errors: Sequence[Any], location: tuple[str, ...] = ()) -> str:
+    """Pydantic's errors as one message, each naming its field: `query.top_k: Input should be ...`.
+    `location` is prefixed to fields validated on their own (a route's query parameters)."""
     parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+    for item in errors:
+        where = ".".join(str(part) for part in (*location, *item.get("loc", ())) if part != "body")
         parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg")))
     return "; ".join(parts) or "invalid request"
 
@@ -132,7 +136,7 @@ def _describe_validation(error: RequestValidationError) -> str:
 async def _on_validation_error(_: Request, error: Exception) -> JSONResponse:
     # FastAPI's default is 422 with a nested list; the protocol's clients expect 400 and a message.
     assert isinstance(error, RequestValidationError)
-    return error_response(400, _describe_validation(error))
+    return error_response(400, describe_validation(error.errors()))
 
 
 async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:

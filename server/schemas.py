@@ -109,6 +109,13 @@ class PredictResponse(BaseModel):
     predictions: list[ImagePrediction]
 
 
+class PredictQuery(BaseModel):
+    """The query parameters of /predict."""
+
+    top_k: int | None = Field(None, ge=1, le=1000, description="Labels per image (default 5).")
+    model: str | None = Field(None, description="Model name (default: the model served).")
+
+
 class FeedbackRequest(BaseModel):
     id: str = Field(description="The request id a prediction answered with (`id`, X-Request-Id).")
     label: str = Field(description="The true class: one of the model's classes.")
@@ -157,6 +164,50 @@ UPLOAD_BODY = {
 }
 
 
+def _json(model: type[BaseModel]) -> dict:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
+def _answers(success: str, model: type[BaseModel], errors: dict[str, str]) -> dict:
+    return {
+        "200": {"description": success, "content": _json(model)},
+        **{code: {"description": text, "content": _json(ErrorResponse)} for code, text in errors.items()},
+    }
+
+
+def predict_path_item() -> dict:
+    """The OpenAPI path item of /predict (served by a plain route, see `app`)."""
+    query = PredictQuery.model_json_schema()
+    errors = {
+        "400": "A malformed multipart body, an image that cannot be decoded, or a bad query parameter.",
+        "404": "No model by that name.",
+        "413": "Body over the size limit, or too many images.",
+        "415": "Not multipart/form-data, or a file that is not PNG or JPEG.",
+        "503": "The model is not ready.",
+    }
+    return {
+        "post": {
+            "tags": ["Images"],
+            "summary": "Predict",
+            "description": "The top labels of each uploaded image, decoded and resized as in training.",
+            # FastAPI's generated id, which this route had when FastAPI served it: generated clients keep it.
+            "operationId": "predict_predict_post",
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in query.get("required", ()),
+                    "schema": schema,
+                    "description": schema.get("description", ""),
+                }
+                for name, schema in query["properties"].items()
+            ],
+            "requestBody": UPLOAD_BODY,
+            "responses": _answers("The top labels of each image, in upload order.", PredictResponse, errors),
+        }
+    }
+
+
 def infer_path_item(path: str) -> dict:
     """The OpenAPI path item of an infer route (served by a plain route, see `app`)."""
     parameters = [
@@ -164,10 +215,6 @@ def infer_path_item(path: str) -> dict:
         for name in ("name", "version")
         if "{" + name + "}" in path
     ]
-
-    def schema(model: type[BaseModel]) -> dict:
-        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
-
     errors = {
         "400": "Malformed request: JSON, datatype, shape, data length; the message names the field.",
         "404": "No model by that name (or version).",
@@ -182,14 +229,8 @@ def infer_path_item(path: str) -> dict:
             "normalized, or UINT8 raw pixels that the server normalizes.",
             "operationId": "infer_version" if "{version}" in path else "infer",
             "parameters": parameters,
-            "requestBody": {"required": True, "content": schema(InferenceRequest)},
-            "responses": {
-                "200": {"description": "Probabilities and labels.", "content": schema(InferenceResponse)},
-                **{
-                    code: {"description": text, "content": schema(ErrorResponse)}
-                    for code, text in errors.items()
-                },
-            },
+            "requestBody": {"required": True, "content": _json(InferenceRequest)},
+            "responses": _answers("Probabilities and labels.", InferenceResponse, errors),
         }
     }
 
