@@ -252,7 +252,7 @@ def create_app(
     # The last added middleware is the outermost: metrics see the limit's own 413 answers too.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    # Infer first: the router tries routes in order, and infer is the one under load.
+    # Infer and predict first: the router tries routes in order, and these are the ones under load.
     app.router.routes[:0] = [*_infer_routes(plane), _predict_route(plane, settings)]
     app.include_router(_protocol_routes(plane))
     app.include_router(_web_routes(plane, metrics, settings))

@@ -222,6 +222,12 @@ async def test_a_deployment_rolls_out_once_its_pods_pass_their_probe_and_serves_
     await eventually(available, 60, "the Deployment rolled out")
     pods = serving_kubelet.pods_of("web")
     assert len(pods) == 2 and len({pod.ip for pod in pods}) == 2
+
+    def both_are_endpoints() -> bool:  # the EndpointSlice controller follows pod readiness shortly after
+        endpoints = services.backends(cluster.namespace, "web")
+        return not isinstance(endpoints, str) and len(endpoints) == 2
+
+    await eventually(both_are_endpoints, 30, "both pods are the Service's endpoints")
     url = await services.url("web")
     served_by = set()
     async with aiohttp.ClientSession() as session:
