@@ -195,6 +195,12 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
 ) -> None:
     spec = canary_spec([{"weight": 50, "pause": "3s"}, {"weight": 100, "pause": "0s"}])
     applied = await serve_base(cluster, serving_kubelet, models, spec)
+
+    def full_capacity() -> bool:  # the EndpointSlice controller lists ready pods a moment after
+        backends = services.backends(cluster.namespace, naming.service_name(MD))
+        return isinstance(backends, list) and len(backends) == 2
+
+    await eventually(full_capacity, 30, "both base replicas are the Service's endpoints")
     url = await services.url(f"{MD}-server")
     payload = infer_request((3, 16, 16))
     poller = Traffic(url, MD, payload, pause=0.05).start()
@@ -264,7 +270,7 @@ async def test_a_better_run_goes_through_every_canary_step_while_clients_never_f
     assert "error rate 0.0000" in status["history"][0]["message"]
     assert status.get("canary") is None and status.get("candidateModel") is None
     # Serving capacity never dropped: the stable track shrank only as canary replicas became ready.
-    assert min(endpoints) >= 2
+    assert min(endpoints) >= 2, [(count, len(list(run))) for count, run in itertools.groupby(endpoints)]
     # No client ever saw a failure: not through the steps, the promotion, or the canary's removal.
     assert poller.failures == [] and load.failures == []
     base_version, better_version = (
