@@ -63,6 +63,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
+        calibrate_batch_size=args.calibrate_batch_size,
         max_body_bytes=args.max_body_bytes,
         max_images=args.max_images,
         max_queue_images=args.max_queue_images,
@@ -125,6 +126,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_non_negative_float,
         default=DEFAULTS.max_batch_delay_ms,
         help="Longest a request waits for others to share its forward pass, under load.",
+    )
+    serve.add_argument(
+        "--no-batch-size-calibration",
+        dest="calibrate_batch_size",
+        action="store_false",
+        help="Fill batches up to --max-batch-size. By default start-up times the forward pass at "
+        "batch sizes up to it and forms batches no larger than the cheapest per image.",
     )
     serve.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="Where to run the model."

@@ -76,18 +76,25 @@ class DataPlane:
             batcher = DynamicBatcher(
                 model.name,
                 model.predict,
-                self.settings.max_batch_size,
+                self._max_batch_size(model),
                 self.settings.max_batch_delay_ms / 1000,
                 on_batch=lambda size, seconds, name=model.name: self.metrics.observe_batch(
                     name, size, seconds
                 ),
                 on_queue_depth=self.metrics.queue_depth.labels(model.name).set,
                 max_queue_images=self.settings.max_queue_images,
+                one_cpu=self.settings.cpus == 1,
             )
             await batcher.start()
             self._batchers[model.name] = batcher
         if self.capture is not None:
             self.capture.start()
+
+    def _max_batch_size(self, model: Model) -> int:
+        """The configured maximum, or the smaller one start-up calibration chose for this model."""
+        if model.calibration is None:
+            return self.settings.max_batch_size
+        return min(self.settings.max_batch_size, model.calibration.max_batch_size)
 
     async def stop(self) -> None:
         """Finish every queued request, then stop the workers, then write what capture has queued."""
@@ -133,6 +140,19 @@ class DataPlane:
                     "quantization": model.quantization,
                     "reason": model.backend_reason,
                 },
+                "batching": self._batching(model),
+            },
+        }
+
+    def _batching(self, model: Model) -> dict:
+        calibration = model.calibration
+        return {
+            "max_batch_size": self._max_batch_size(model),
+            "calibrated": calibration is not None and not calibration.kept_because,
+            # What start-up measured: milliseconds per image by batch size.
+            "ms_per_image": {
+                str(size): round(1000 * seconds, 3)
+                for size, seconds in (calibration.seconds_per_image if calibration else {}).items()
             },
         }
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from crucible.resources import available_cpus
 from crucible.server.app import create_app
 from crucible.server.artifact import ArtifactError, VerifiedArtifact
+from crucible.server.calibration import describe
 from crucible.server.capture_store import CaptureStoreError
 from crucible.server.repository import ModelRepository, configure_threads, load_verified
 from crucible.server.settings import ServerSettings
@@ -94,7 +95,10 @@ def serve(
     except (ArtifactError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    model.warm_up(tuple(sorted({1, settings.max_batch_size})))
+    if settings.calibrate_batch_size:
+        log.info("model %s: %s", model.name, describe(model.calibrate_batch_size(settings.max_batch_size)))
+    else:
+        model.warm_up(tuple(sorted({1, settings.max_batch_size})))
     log.info(
         "model %s ready: %s, %d classes, input %s, sha256 %s, on %s with %s",
         model.name,

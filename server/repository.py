@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from crucible.server.artifact import (
     verify_onnx,
 )
 from crucible.server.backends import ONNXRUNTIME, Backend, OnnxRuntimeBackend, TorchBackend, choose_backend
+from crucible.server.calibration import Calibration, calibrate
 from crucible.server.errors import ModelNotFound, ModelNotReady
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class Model:
         self.backend_reason = backend_reason
         self.quantization = quantization
         self.ready = False
+        # The batch sizes start-up measured and the one it chose (None: not calibrated).
+        self.calibration: Calibration | None = None
         input_device = self.backend.input_device
         # (pixels / 255 - mean) / std as one multiply and one add per value.
         std = torch.tensor(card.std, dtype=torch.float32, device=input_device).view(1, 3, 1, 1)
@@ -93,6 +97,20 @@ class Model:
         for size in batch_sizes:
             self.predict([np.zeros((size, *self.image_shape), dtype=np.uint8)])
         self.ready = True
+
+    def calibrate_batch_size(self, max_batch_size: int, budget_s: float | None = None) -> Calibration:
+        """Warm up at every candidate batch size up to `max_batch_size`, timing each, and keep the
+        largest batch this model should be served at (`calibration.calibrate`)."""
+        options: dict = {} if budget_s is None else {"budget_s": budget_s}
+        if self.device.type != "cpu":  # the CPU waits for the accelerator: wall time is the cost
+            options["clock"] = time.perf_counter
+        self.calibration = calibrate(
+            lambda size: self.predict([np.zeros((size, *self.image_shape), dtype=np.uint8)]),
+            max_batch_size,
+            **options,
+        )
+        self.ready = True
+        return self.calibration
 
 
 def load_verified(

@@ -46,6 +46,9 @@ class ServerSettings:
     max_batch_size: int = 32
     # Longest a queued request waits for others to share its forward pass (only under load).
     max_batch_delay_ms: float = 5.0
+    # Time the forward pass at start-up and form batches no larger than the cheapest per image
+    # (`calibration`); off: batches fill up to max_batch_size.
+    calibrate_batch_size: bool = True
     # Largest request body accepted; larger ones get 413 before they are read in full.
     max_body_bytes: int = 32 * 1024 * 1024
     # Most images one request may hold (the batch dimension of an infer input, or uploaded files).

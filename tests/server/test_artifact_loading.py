@@ -61,6 +61,15 @@ def test_a_model_is_ready_only_after_warm_up(artifact):
     assert model.ready
 
 
+def test_calibration_warms_up_every_candidate_size_and_chooses_one_of_them(artifact):
+    model = load_artifact(artifact, CPU)
+    calibration = model.calibrate_batch_size(8)
+    assert model.ready and model.calibration is calibration
+    assert list(calibration.seconds_per_image) == [1, 2, 4, 8]
+    assert all(seconds > 0 for seconds in calibration.seconds_per_image.values())
+    assert calibration.max_batch_size in (1, 2, 4, 8) and not calibration.kept_because
+
+
 def test_tampered_weights_are_refused_naming_both_checksums(artifact):
     card = json.loads((artifact / "model.json").read_text())
     with (artifact / "model.pt").open("ab") as weights:

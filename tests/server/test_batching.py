@@ -152,6 +152,26 @@ async def test_a_lone_image_at_an_idle_fast_model_runs_on_the_event_loop_and_loa
     assert model.threads and threading.current_thread().name not in model.threads
 
 
+async def test_with_one_cpu_short_batches_run_on_the_event_loop_and_long_ones_on_the_thread():
+    loop_thread = threading.current_thread().name
+    model = RecordingModel(seconds=0.004)
+    batcher = await started(model, one_cpu=True)
+
+    async def batch_of_four() -> None:
+        await asyncio.gather(*(batcher.submit(images(i)) for i in range(4)))
+
+    await batch_of_four()  # not measured yet: the thread
+    assert loop_thread not in model.threads
+    await batch_of_four()  # measured at about 1 ms an image: 4 ms, on the loop
+    assert loop_thread in model.threads
+    model.seconds = 0.4
+    await batch_of_four()  # still expected short: the loop, measured at 100 ms an image
+    model.threads.clear()
+    await batch_of_four()  # expected 400 ms, over INLINE_BATCH_MAX_S: the thread
+    await batcher.stop()
+    assert model.threads and loop_thread not in model.threads
+
+
 async def test_stop_finishes_every_queued_request_then_refuses_new_ones():
     model = RecordingModel(seconds=0.03)
     batcher = await started(model, max_batch_size=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -9,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from crucible.server.app import create_app
-from crucible.server.repository import ModelRepository
+from crucible.server.repository import ModelRepository, load_artifact
 from crucible.server.settings import ServerSettings
 from crucible.trainer.imaging import channels_first, open_rgb, resize
 from tests.server.helpers import (
@@ -63,6 +65,20 @@ def test_model_metadata_describes_inputs_and_outputs_with_a_dynamic_batch_dimens
     assert metadata["parameters"]["input_datatypes"] == ["FP32", "UINT8"]
     assert metadata["parameters"]["classes"] == [str(d) for d in range(10)]
     assert metadata["parameters"]["sha256"] == digits_model.card.sha256
+
+
+def test_model_metadata_says_how_batches_are_formed(client, digits_artifact):
+    uncalibrated = client.get(f"/v2/models/{MODEL_NAME}").json()["parameters"]["batching"]
+    assert uncalibrated == {"max_batch_size": 32, "calibrated": False, "ms_per_image": {}}
+    model = load_artifact(digits_artifact, torch.device("cpu"))
+    model.calibrate_batch_size(16)
+    # a model whose larger batches measured slower per image is served at the smaller maximum
+    model.calibration = dataclasses.replace(model.calibration, max_batch_size=4)
+    with TestClient(create_app(ModelRepository([model]), ServerSettings(max_batch_size=16))) as calibrated:
+        batching = calibrated.get(f"/v2/models/{MODEL_NAME}").json()["parameters"]["batching"]
+        assert calibrated.app.state.plane._batchers[MODEL_NAME].max_batch_size == 4
+    assert (batching["max_batch_size"], batching["calibrated"]) == (4, True)
+    assert list(batching["ms_per_image"]) == ["1", "2", "4", "8", "16"]
 
 
 def test_versioned_routes_answer_for_the_served_version_only(client, digits_model):

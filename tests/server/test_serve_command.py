@@ -45,12 +45,14 @@ def test_serve_is_a_subcommand_with_the_documented_flags():
             "onnxruntime",
             "--quantize",
             "int8",
+            "--no-batch-size-calibration",
         ]
     )
     assert (args.model, args.name, args.host, args.port) == ("runs/digits", "digits", "0.0.0.0", 9000)
     assert (args.max_batch_size, args.max_batch_delay_ms, args.device) == (16, 2.5, "cpu")
     assert (args.max_body_bytes, args.max_images) == (1000, 4)
     assert (args.backend, args.quantize) == ("onnxruntime", "int8")
+    assert args.calibrate_batch_size is False
 
 
 def test_defaults_listen_on_localhost_8080_with_batching_on():
@@ -58,6 +60,7 @@ def test_defaults_listen_on_localhost_8080_with_batching_on():
     assert (args.host, args.port, args.device) == ("127.0.0.1", 8080, "auto")
     assert (args.max_batch_size, args.max_batch_delay_ms) == (32, 5.0)
     assert (args.backend, args.quantize) == ("auto", None)
+    assert args.calibrate_batch_size is True
 
 
 @pytest.mark.parametrize("flag", ["--max-batch-size", "--max-images", "--max-body-bytes"])
