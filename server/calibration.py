@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 # A larger batch is preferred while its time per image is within this share of the cheapest.
 TOLERANCE = 0.1
-# Each size is timed over at least this many passes and this much cost, and its cost per image is
-# the average: one pass of a small batch is too short to time against the machine's noise.
-REPEATS = 3
+# The sizes are timed in this many interleaved rounds, so that a burst of load from elsewhere slows
+# them all alike instead of whichever size ran at that moment; in each round a size runs at least one
+# pass and MIN_SECONDS / ROUNDS of cost. Its cost per image is the average over all its passes (one
+# pass of a small batch is too short to time against the machine's noise).
+ROUNDS = 3
 MIN_SECONDS = 0.1
 # Wall-clock seconds calibration may take. A model too slow to time every size in it keeps the
 # configured maximum: without every size measured there is no evidence for a smaller one.
@@ -63,33 +65,38 @@ def calibrate(
     run_batch: Callable[[int], None],
     max_batch_size: int,
     budget_s: float = BUDGET_S,
-    repeats: int = REPEATS,
+    rounds: int = ROUNDS,
     min_seconds: float = MIN_SECONDS,
     clock: Callable[[], float] = time.process_time,
     wall_clock: Callable[[], float] = time.perf_counter,
 ) -> Calibration:
-    """Time `run_batch(size)` at every candidate size, smallest first, and choose. Each size's first
-    pass is not timed: it is where a runtime allocates and plans for a new shape.
+    """Time `run_batch(size)` at every candidate size and choose. Each size's first pass is not
+    timed: it is where a runtime allocates and plans for a new shape.
 
     `clock` measures the cost of a pass. On a CPU it is the process's CPU time: a pod starts while
     others keep the node's cores busy, and wall time would count their turns as this model's (the
     CPU time of every forward thread is also what bounds throughput once the server is saturated).
     On a GPU the CPU mostly waits, and wall time is the cost. The budget is always wall time."""
     started = wall_clock()
-    measured: dict[int, float] = {}
-    for size in candidate_sizes(max_batch_size):
-        if wall_clock() - started > budget_s:
-            return Calibration(
-                max_batch_size,
-                measured,
-                f"timing every batch size up to {max_batch_size} takes over {budget_s:g} s",
-            )
-        run_batch(size)
-        passes, cost, before = 0, 0.0, clock()
-        while passes < repeats or cost < min_seconds:
-            run_batch(size)
-            passes, cost = passes + 1, clock() - before
-        measured[size] = cost / (passes * size)
+    sizes = candidate_sizes(max_batch_size)
+    cost = dict.fromkeys(sizes, 0.0)
+    images = dict.fromkeys(sizes, 0)
+    for round_ in range(rounds + 1):
+        for size in sizes:
+            if wall_clock() - started > budget_s:
+                measured = {size: cost[size] / images[size] for size in sizes if images[size]}
+                reason = f"timing every batch size up to {max_batch_size} takes over {budget_s:g} s"
+                return Calibration(max_batch_size, measured, reason)
+            if round_ == 0:  # the untimed first pass
+                run_batch(size)
+                continue
+            spent, before = 0.0, clock()
+            while not spent or spent < min_seconds / rounds:
+                run_batch(size)
+                images[size] += size
+                spent = clock() - before
+            cost[size] += spent
+    measured = {size: cost[size] / images[size] for size in sizes}
     return Calibration(preferred_batch_size(measured), measured)
 
 

@@ -55,11 +55,11 @@ def test_a_cpu_whose_large_batches_are_slower_per_image_gets_a_smaller_maximum()
     assert "forming batches of up to 8" in describe(calibration)
 
 
-def test_each_size_is_warmed_up_untimed_then_timed_long_enough_to_average_out_noise():
+def test_each_size_is_warmed_up_untimed_then_timed_in_interleaved_rounds_long_enough_to_average_out_noise():
     forward = FakeForward({1: 10.0, 2: 10.0})
-    calibrate(forward.run, 2, repeats=3, min_seconds=0.05, clock=forward.clock, wall_clock=forward.clock)
-    # size 1: one untimed pass, then 5 passes (50 ms); size 2: one untimed, then 3 passes (60 ms)
-    assert forward.sizes == [1] * 6 + [2] * 4
+    calibrate(forward.run, 2, rounds=2, min_seconds=0.06, clock=forward.clock, wall_clock=forward.clock)
+    # one untimed pass each; then per round 30 ms of each: three passes of size 1, two of size 2
+    assert forward.sizes == [1, 2] + ([1] * 3 + [2] * 2) * 2
 
 
 def test_a_model_too_slow_to_time_every_size_in_the_budget_keeps_the_configured_maximum():
@@ -74,7 +74,7 @@ def test_a_model_too_slow_to_time_every_size_in_the_budget_keeps_the_configured_
 def test_the_cost_clock_and_the_budget_clock_are_separate():
     # CPU time (the cost) barely moves while the wall clock runs out: the budget is wall time.
     forward = FakeForward({1: 1.0, 2: 1.0, 4: 1.0})
-    wall = iter([0.0, 1.0, 3.0])  # start, before size 1, before size 2
+    wall = iter([0.0, 1.0, 1.0, 1.0, 1.0, 3.0])  # start, before the untimed passes, before timing size 1, 2
     calibration = calibrate(forward.run, 4, budget_s=2.0, clock=forward.clock, wall_clock=lambda: next(wall))
     assert calibration == Calibration(
         4, {1: pytest.approx(0.001)}, "timing every batch size up to 4 takes over 2 s"
