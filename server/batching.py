@@ -193,7 +193,7 @@ class DynamicBatcher:
 
         With one CPU nothing overlaps: the thread and the event loop take turns on the same core, and
         each turn evicts the other's data from its caches. Measured with 32 clients uploading JPEGs
-        to a mobilenet under ONNX Runtime, running short batches on the loop instead served about 4%
+        to a mobilenet under ONNX Runtime, running short batches on the loop instead served 2 to 3%
         more requests for the same CPU."""
         if _single_image(batch):
             seconds = self._single_image_seconds
