@@ -13,12 +13,9 @@ batches also spread the per-batch work of the server, and the tolerance absorbs 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-log = logging.getLogger(__name__)
 
 # A larger batch is preferred while its time per image is within this share of the cheapest.
 TOLERANCE = 0.1
