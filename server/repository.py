@@ -95,22 +95,21 @@ class Model:
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run the batch sizes the server will see first, so no client pays for lazy initialisation."""
         for size in batch_sizes:
-            self.predict([np.zeros((size, *self.image_shape), dtype=np.uint8)])
+            self._predict_blank(size)
         self.ready = True
 
-    def calibrate_batch_size(self, max_batch_size: int, budget_s: float | None = None) -> Calibration:
+    def calibrate_batch_size(self, max_batch_size: int) -> Calibration:
         """Warm up at every candidate batch size up to `max_batch_size`, timing each, and keep the
         largest batch this model should be served at (`calibration.calibrate`)."""
-        options: dict = {} if budget_s is None else {"budget_s": budget_s}
-        if self.device.type != "cpu":  # the CPU waits for the accelerator: wall time is the cost
-            options["clock"] = time.perf_counter
-        self.calibration = calibrate(
-            lambda size: self.predict([np.zeros((size, *self.image_shape), dtype=np.uint8)]),
-            max_batch_size,
-            **options,
-        )
+        # On an accelerator the CPU mostly waits: wall time is the cost.
+        clock = time.process_time if self.device.type == "cpu" else time.perf_counter
+        self.calibration = calibrate(self._predict_blank, max_batch_size, clock=clock)
         self.ready = True
         return self.calibration
+
+    def _predict_blank(self, size: int) -> None:
+        """One forward pass over `size` black images: warm-up and timing, not answers."""
+        self.predict([np.zeros((size, *self.image_shape), dtype=np.uint8)])
 
 
 def load_verified(
