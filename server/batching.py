@@ -181,7 +181,7 @@ class DynamicBatcher:
         self._set_depth(self._queued_images - size)
         return batch, carried
 
-    def _runs_inline(self, batch: list[_Pending]) -> bool:
+    def _runs_inline(self, batch: list[_Pending], images: int) -> bool:
         """Whether this batch's forward pass runs on the event loop rather than the inference thread.
 
         Handing a pass to the thread and back costs two thread wake-ups and the GIL changing hands:
@@ -199,28 +199,28 @@ class DynamicBatcher:
             seconds = self._single_image_seconds
             return seconds is not None and seconds < INLINE_MAX_S
         per_image = self._seconds_per_image
-        images = sum(p.count for p in batch)
         return self.one_cpu and per_image is not None and per_image * images < INLINE_BATCH_MAX_S
 
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         parts = [p.images for p in batch]
+        images = sum(p.count for p in batch)
         self._busy = True
         try:
-            if self._runs_inline(batch):
+            if self._runs_inline(batch, images):
                 probabilities = self._predict(parts)
             else:
                 probabilities = await loop.run_in_executor(self._executor, self._predict, parts)
         except Exception as error:
-            log.exception("forward pass of %d images failed", sum(p.count for p in batch))
+            log.exception("forward pass of %d images failed", images)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(InferenceFailed(f"inference failed: {error}"))
             return
         finally:
             self._busy = False
-        seconds, images = time.perf_counter() - started, sum(p.count for p in batch)
+        seconds = time.perf_counter() - started
         if _single_image(batch):
             self._single_image_seconds = seconds
         self._seconds_per_image = seconds / images
