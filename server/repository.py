@@ -55,8 +55,13 @@ class Model:
         mean = torch.tensor(card.mean, dtype=torch.float32, device=input_device).view(1, 3, 1, 1)
         self._scale = 1 / (255 * std)
         self._shift = -mean / std
+        # On a GPU, what the host hands over sits in page-locked (pinned) memory: the copy to the
+        # device is then a DMA that needs no staging by the driver, and can run asynchronously.
+        self._pinned = device.type == "cuda"
         # The input batch, reused from one forward pass to the next (grown when a larger one comes).
-        self._buffer = torch.empty((0, *card.image_shape), dtype=torch.float32, device=input_device)
+        self._buffer = self._empty(0, torch.float32, input_device)
+        # Pinned host copies of the parts, by dtype, when the batch is assembled on the GPU.
+        self._staging: dict[torch.dtype, torch.Tensor] = {}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -69,22 +74,40 @@ class Model:
     def _model_input(self, parts: list[np.ndarray]) -> torch.Tensor:
         """One float32 batch where the backend reads it: UINT8 parts scaled and normalized as in
         training (`(pixels / 255 - mean) / std`), FP32 parts taken as already normalized. Each part is
-        written once, into the reused batch buffer."""
+        written once into the reused batch buffer (on a GPU, after a copy into pinned host memory)."""
         total = sum(len(part) for part in parts)
         if total > len(self._buffer):
-            self._buffer = torch.empty(
-                (total, *self.image_shape), dtype=torch.float32, device=self._buffer.device
-            )
+            self._buffer = self._empty(total, torch.float32, self._buffer.device)
         batch = self._buffer[:total]
         offset = 0
         for part in parts:
             rows = batch[offset : offset + len(part)]
             # Pixels travel to the device as uint8: a quarter of the bytes of float32.
-            rows.copy_(torch.from_numpy(part).to(rows.device, non_blocking=True))
+            rows.copy_(self._host_part(part, offset), non_blocking=True)
             if part.dtype == np.uint8:
                 rows.mul_(self._scale).add_(self._shift)
             offset += len(part)
         return batch
+
+    def _host_part(self, part: np.ndarray, offset: int) -> torch.Tensor:
+        """The part as a host tensor to copy from: itself on a CPU, a pinned copy at the same rows when
+        the batch is on a GPU. The staging rows of one batch never overlap, and `predict` waits for
+        the device before it returns, so the next batch cannot overwrite a copy in flight."""
+        host = torch.from_numpy(part)
+        if self._buffer.device.type != "cuda":
+            return host
+        end = offset + len(part)
+        staging = self._staging.get(host.dtype)
+        if staging is None or end > len(staging):
+            staging = self._staging[host.dtype] = self._empty(end, host.dtype, torch.device("cpu"))
+        rows = staging[offset:end]
+        rows.copy_(host)
+        return rows
+
+    def _empty(self, rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised [rows, *image_shape] tensor; pinned when it is host memory a GPU reads."""
+        pin = self._pinned and device.type == "cpu"
+        return torch.empty((rows, *self.image_shape), dtype=dtype, device=device, pin_memory=pin)
 
     def predict(self, parts: list[np.ndarray]) -> np.ndarray:
         """Probabilities float32 [N, C] for the images of every part, in order, in one forward pass."""
