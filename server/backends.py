@@ -54,6 +54,17 @@ def execution_providers(device_type: str, available: list[str]) -> list[str]:
     return [provider for provider in wanted if provider in available]
 
 
+def _why_onnxruntime_cannot_run(device_type: str, providers: list[str]) -> str | None:
+    """Why ONNX Runtime cannot serve the float model on `device_type` here; None when it can. On a GPU
+    it needs a GPU execution provider: the CPU one alone would leave the GPU idle, where PyTorch
+    uses it (the plain `onnxruntime` package has only the CPU provider)."""
+    if not execution_providers(device_type, providers):
+        return f"onnxruntime is not installed for {device_type}"
+    if device_type == "cuda" and not set(GPU_PROVIDERS) & set(providers):
+        return "onnxruntime has no GPU execution provider here (" + ", ".join(GPU_PROVIDERS) + ")"
+    return None
+
+
 def _int8_choice(onnx: OnnxRecord, requested: str, runtime: bool) -> BackendChoice:
     prefix = "--quantize int8"
     if requested == TORCH:
@@ -93,21 +104,21 @@ def choose_backend(
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ValueError(f"--quantize: {quantize!r} is not supported; allowed: " + ", ".join(QUANTIZATIONS))
     providers = onnxruntime_providers() if providers is None else providers
-    runtime = bool(execution_providers(device_type, providers))
     if quantize == "int8":
-        return _int8_choice(onnx, requested, runtime)
+        return _int8_choice(onnx, requested, bool(execution_providers(device_type, providers)))
     if requested == TORCH:
         return BackendChoice(TORCH, reason="--backend torch")
+    unusable = _why_onnxruntime_cannot_run(device_type, providers)
     if requested == ONNXRUNTIME:
-        if not runtime:
-            raise ValueError(f"--backend onnxruntime: onnxruntime is not installed for {device_type}")
+        if unusable:
+            raise ValueError(f"--backend onnxruntime: {unusable}; serve with --backend torch")
         if not onnx.verified:
             raise ValueError(f"--backend onnxruntime: the model's ONNX copy is not verified: {onnx.reason}")
         return BackendChoice(ONNXRUNTIME, onnx.model, reason="--backend onnxruntime")
     if not onnx.verified:
         return BackendChoice(TORCH, reason=f"ONNX copy not verified at export: {onnx.reason}")
-    if not runtime:
-        return BackendChoice(TORCH, reason=f"onnxruntime is not installed for {device_type}")
+    if unusable:
+        return BackendChoice(TORCH, reason=unusable)
     return BackendChoice(ONNXRUNTIME, onnx.model, reason="ONNX copy verified against PyTorch at export")
 
 

@@ -91,6 +91,25 @@ def test_int8_is_served_only_within_the_recorded_accuracy_drop_limit() -> None:
         choose_backend(VERIFIED, "torch", "int8", providers=CPU_ONLY)
 
 
+def test_on_a_gpu_onnxruntime_serves_only_with_a_gpu_execution_provider() -> None:
+    with_cuda = choose_backend(
+        VERIFIED, "auto", providers=["CUDAExecutionProvider", *CPU_ONLY], device_type="cuda"
+    )
+    assert (with_cuda.backend, with_cuda.onnx) == ("onnxruntime", VERIFIED.model)
+    # The plain onnxruntime package: its CPU provider would leave the GPU idle, PyTorch uses it.
+    cpu_package = choose_backend(VERIFIED, "auto", providers=CPU_ONLY, device_type="cuda")
+    assert (cpu_package.backend, cpu_package.reason) == (
+        "torch",
+        "onnxruntime has no GPU execution provider here (TensorrtExecutionProvider, CUDAExecutionProvider)",
+    )
+    with pytest.raises(ValueError) as refused:
+        choose_backend(VERIFIED, "onnxruntime", providers=CPU_ONLY, device_type="cuda")
+    assert str(refused.value) == (
+        "--backend onnxruntime: onnxruntime has no GPU execution provider here "
+        "(TensorrtExecutionProvider, CUDAExecutionProvider); serve with --backend torch"
+    )
+
+
 def test_gpu_execution_providers_are_used_only_where_present() -> None:
     everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert execution_providers("cuda", everything) == everything
