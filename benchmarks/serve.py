@@ -12,6 +12,9 @@ loop of 1, 8 and 32 clients (each sends its next request when the previous answe
           request. It decodes and encodes with the server's own codec, so the comparison is about
           batching, not JSON parsing.
 
+- floor:   the HTTP floor: a bare ASGI app under the same uvicorn that reads the request's body and
+          answers a short fixed JSON, nothing else. Its latency and CPU per request are what any
+          Python server on this stack pays before it parses, decodes or runs anything.
 - kserve:  with `--kserve-python PY` (a Python environment where `kserve` is installed beside this
           project's packages), KServe's `ModelServer` with a custom `kserve.Model` whose `predict`
           runs the same eager forward pass: the side-by-side the README quotes, on the same v2 JSON
@@ -96,7 +99,7 @@ DIGITS_SPEC = {
 @dataclass
 class Cell:
     model: str
-    case: str  # raw | server | naive | kserve
+    case: str  # raw | server | naive | floor | kserve
     backend: str  # torch | onnxruntime
     payload: str  # tensor | json | binary | image
     concurrency: int
@@ -448,6 +451,27 @@ def serve_naive(artifact: Path) -> None:
     uvicorn.run(naive_app(artifact), host=HOST, port=0, access_log=False)
 
 
+FLOOR_ANSWER = b'{"model_name":"floor","outputs":[]}'
+
+
+async def floor_app(scope: dict, receive, send) -> None:
+    """Read the whole body, answer FLOOR_ANSWER: the HTTP part of a request and nothing else."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(FLOOR_ANSWER))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": FLOOR_ANSWER})
+
+
+def serve_floor() -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app, host=HOST, port=0, access_log=False, lifespan="off")
+
+
 def serve_kserve(artifact: Path) -> None:
     """KServe's ModelServer on a free port, serving the artifact's eager forward pass as a custom
     model would: the v2 request's input as numpy, one forward pass per request, probabilities out."""
@@ -539,6 +563,10 @@ def _check_answers(servers: Servers, requests: dict[str, bytes], reference: np.n
             if not _serves(case, payload):
                 continue
             answer = first_answer(server.port, request)
+            if case == "floor":
+                if answer != orjson.loads(FLOOR_ANSWER):
+                    raise SystemExit(f"the HTTP floor ({payload}) answers {answer}")
+                continue
             if payload == "image":  # decoded from a lossy JPEG: only the shape of the answer is checked
                 if len(answer["predictions"]) != 1:
                     raise SystemExit(f"{case} {backend} ({payload}) answers {answer}")
@@ -566,6 +594,7 @@ def benchmark_model(
     servers.processes[("naive", "torch")] = Server(
         [sys.executable, __file__, "--naive-server", str(artifact)], cores.server
     )
+    servers.processes[("floor", "none")] = Server([sys.executable, __file__, "--floor-server"], cores.server)
     if args.kserve_python:
         servers.processes[("kserve", "torch")] = Server(
             [args.kserve_python, __file__, "--kserve-server", str(artifact)], cores.server
@@ -598,6 +627,9 @@ def benchmark_model(
                         cpu = server.cpu_seconds() - cpu_before
                         tally = tallies.setdefault((case, backend, payload), Tally())
                         tally.add(latencies, seconds)
+                        if case == "floor":  # one image per request
+                            tally.cpu_seconds += cpu
+                            tally.cpu_images += len(latencies)
                         if case == "server":
                             after = batches_so_far(server.port)
                             images, passes = after[0] - before[0], after[1] - before[1]
@@ -668,7 +700,8 @@ def report(cells: list[Cell], cores: Placement) -> None:
     print(
         f"\n{cores.describe()}. CPU time per image: the server process's (from /proc) over the images it "
         "answered; raw: the forward pass alone at the batch size the server formed; overhead: the "
-        "difference. "
+        "difference. floor: a bare ASGI app under the same uvicorn that only reads the body (its CPU "
+        "per request is the HTTP floor of the overhead). "
         "The mobilenet has freshly initialised weights (speed only)."
     )
 
@@ -703,6 +736,7 @@ def _model_ratios(model: str, cells: list[Cell]) -> None:
             same = find("raw", backend, "tensor", concurrency)
             naive = find("naive", "torch", payload, concurrency)
             kserve = find("kserve", "torch", payload, concurrency)
+            floor = find("floor", "none", payload, concurrency)
             if not (server and eager and same):
                 continue
             to_eager, to_same = server.throughput / eager.throughput, server.throughput / same.throughput
@@ -728,10 +762,15 @@ def _model_ratios(model: str, cells: list[Cell]) -> None:
                 targets.append(f">=0.6x eager raw {_mark(to_eager >= 0.6)}")
             if concurrency == 1:
                 gap = server.percentile(50) - same.percentile(50)
-                targets.append(f"p50 - raw p50 {gap:+.2f} ms (<=3 ms {_mark(gap <= 3)})")
-            if payload == "binary" and server.overhead_ms is not None:
                 targets.append(
-                    f"overhead {server.overhead_ms:.2f} CPU ms/img (<=1 ms {_mark(server.overhead_ms <= 1)})"
+                    f"p50 - raw p50 {gap:+.2f} ms (<=3 ms {_mark(gap <= 3)}"
+                    + (f"; HTTP floor p50 {floor.percentile(50):.2f} ms)" if floor else ")")
+                )
+            if payload == "binary" and server.overhead_ms is not None:
+                floor_cpu = floor.cpu_ms_per_image if floor else None
+                targets.append(
+                    f"overhead {server.overhead_ms:.2f} CPU ms/img (<=1 ms {_mark(server.overhead_ms <= 1)}"
+                    + (f"; HTTP floor {floor_cpu:.2f})" if floor_cpu is not None else ")")
                 )
             print(line + ("   targets: " + ", ".join(targets) if targets else ""))
 
@@ -786,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--naive-server", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--kserve-server", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raw-worker", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_server:
@@ -793,6 +833,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.kserve_server:
         serve_kserve(Path(args.kserve_server))
+        return 0
+    if args.floor_server:
+        serve_floor()
         return 0
     if args.raw_worker:
         raw_worker(Path(args.raw_worker))
