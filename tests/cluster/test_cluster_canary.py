@@ -377,6 +377,7 @@ async def test_a_canary_that_never_becomes_ready_is_rolled_back_at_its_progress_
     assert current(cluster) == "base" and poller.failures == [] and len(poller.answers) > 20
 
 
+@pytest.mark.slow
 async def test_an_operator_restarted_mid_canary_carries_on_from_the_status(
     cluster: RealCluster,
     operator: OperatorThread,

@@ -69,6 +69,7 @@ async def watching_concurrency(cluster: RealCluster):  # type: ignore[no-untyped
         task.cancel()
 
 
+@pytest.mark.slow
 async def test_a_search_of_four_trials_two_at_a_time_survives_a_restart(
     cluster: RealCluster, operator: OperatorThread, kubelet: NodeAgent
 ) -> None:
