@@ -55,9 +55,6 @@ class Model:
         mean = torch.tensor(card.mean, dtype=torch.float32, device=input_device).view(1, 3, 1, 1)
         self._scale = 1 / (255 * std)
         self._shift = -mean / std
-        # On a GPU, what the host hands over sits in page-locked (pinned) memory: the copy to the
-        # device is then a DMA that needs no staging by the driver, and can run asynchronously.
-        self._pinned = device.type == "cuda"
         # The input batch, reused from one forward pass to the next (grown when a larger one comes).
         self._buffer = self._empty(0, torch.float32, input_device)
         # Pinned host copies of the parts, by dtype, when the batch is assembled on the GPU.
@@ -106,7 +103,9 @@ class Model:
 
     def _empty(self, rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """An uninitialised [rows, *image_shape] tensor; pinned when it is host memory a GPU reads."""
-        pin = self._pinned and device.type == "cpu"
+        # Page-locked host memory: the copy to the device is then a DMA that needs no staging by the
+        # driver, and can run asynchronously.
+        pin = self.device.type == "cuda" and device.type == "cpu"
         return torch.empty((rows, *self.image_shape), dtype=dtype, device=device, pin_memory=pin)
 
     def predict(self, parts: list[np.ndarray]) -> np.ndarray:
