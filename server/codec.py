@@ -8,11 +8,11 @@ Two body forms are read, as KServe and Triton define them:
   k raw little-endian bytes from what follows, in input order.
 
 Every error names the field that is wrong. On the hot path a flat numeric `data` array is cut out
-of the body before orjson parses the rest, and read on its own (see `numbers`: FP32 by simdjson
-straight into a buffer, with no Python float per value); anything irregular takes the general path,
-where orjson parses everything, and `bytearray` (UINT8) and `array.array` (FP32) convert the list in C
-and refuse out-of-range values and non-numbers with an error naming the field. Binary data is viewed
-as it is.
+of the body before orjson parses the rest, and read on its own (see `numbers`: UINT8 by numpy over the
+text's bytes, FP32 by simdjson straight into a buffer, with no Python object per value); anything
+irregular takes the general path, where orjson parses everything, and `bytearray` (UINT8) and
+`array.array` (FP32) convert the list in C and refuse out-of-range values and non-numbers with an
+error naming the field. Binary data is viewed as it is.
 
 Outputs are JSON, or raw bytes after a JSON header with the binary extension: the request's
 `parameters.binary_data_output: true` asks it for every output, an output's

@@ -8,6 +8,8 @@ import array
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crucible.server import numbers
 from crucible.server.codec import decode_infer_request, encode_infer_response
@@ -59,6 +61,108 @@ def test_the_fast_path_reads_fp32_without_a_python_float_per_value() -> None:
     text = memoryview(orjson.dumps([i / 3 for i in range(12)]))
     values = numbers.parse(text, "FP32", 12)
     np.testing.assert_array_equal(values, np.array([i / 3 for i in range(12)], dtype=np.float32))
+
+
+def json_parser_reading(text: bytes) -> list[int] | None:
+    """The integers in 0..255 the JSON parser reads from an array's text, or None."""
+    try:
+        values = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(values, list) or not all(type(v) is int and 0 <= v <= 255 for v in values):
+        return None
+    return values
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[0]",
+        b"[255]",
+        b"[7,10,100,0,255,99]",
+        b"[7, 10, 100, 0, 255, 99]",  # json.dumps
+        b"[ 7,\n  10,\r\n\t100]",
+        orjson.dumps(np.random.default_rng(0).integers(0, 256, 3 * 224 * 224).tolist()),
+    ],
+    ids=["zero", "max", "compact", "json-dumps", "indented", "224x224"],
+)
+def test_uint8_text_is_read_with_numpy_as_the_json_parser_reads_it(text: bytes) -> None:
+    expected = json_parser_reading(text)
+    values = numbers.read_uint8(memoryview(text), len(expected))
+    assert values is not None and values.dtype == np.uint8
+    assert values.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[01,2]",
+        b"[1,,2]",
+        b"[,1]",
+        b"[1,]",
+        b"[1 2]",
+        b"[1000]",
+        b"[256]",
+        b"[999]",
+        b"[1.5]",
+        b"[-1]",
+        b"[1e2]",
+        b"[1,2 ]",
+        b"[1 ,2]",
+        b"[[1],2]",
+        b"[]",
+        b"[1,2",
+        b'["1"]',
+        b"[true]",
+    ],
+)
+def test_uint8_text_the_numpy_reader_skips_is_left_to_the_json_parser(text: bytes) -> None:
+    assert numbers.read_uint8(memoryview(text), 2) is None
+    assert numbers.read_uint8(memoryview(text), 1) is None
+
+
+def test_a_uint8_array_of_another_length_than_the_shape_is_not_read() -> None:
+    assert numbers.read_uint8(memoryview(b"[1,2,3]"), 4) is None
+
+
+def edited(text: bytes, edits: list[tuple[int, int, str]]) -> bytes:
+    """The text with each (kind, position, character) edit applied: 0 replaces, 1 inserts, 2 deletes."""
+    chars = bytearray(text)
+    for kind, position, char in edits:
+        at = position % (len(chars) + 1)
+        if kind == 0 and at < len(chars):
+            chars[at] = ord(char)
+        elif kind == 1:
+            chars.insert(at, ord(char))
+        elif at < len(chars):
+            del chars[at]
+    return bytes(chars)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(st.integers(0, 255), min_size=1, max_size=12),
+    st.sampled_from([b",", b", ", b",\n "]),
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 64), st.sampled_from("0123456789, \n\t.-e[]x")),
+        max_size=3,
+    ),
+)
+def test_whatever_the_numpy_reader_reads_the_json_parser_reads_the_same(
+    values: list[int], separator: bytes, edits: list[tuple[int, int, str]]
+) -> None:
+    text = edited(b"[" + separator.join(str(v).encode() for v in values) + b"]", edits)
+    expected = json_parser_reading(text)
+    for count in {len(values), len(expected or ())}:
+        read = numbers.read_uint8(memoryview(text), count)
+        assert read is None or read.tolist() == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(0, 255), min_size=1, max_size=64), st.sampled_from([b",", b", ", b",\n  "]))
+def test_every_array_clients_write_is_read_by_numpy(values: list[int], separator: bytes) -> None:
+    text = b"[" + separator.join(str(v).encode() for v in values) + b"]"
+    assert numbers.read_uint8(memoryview(text), len(values)).tolist() == values
 
 
 @pytest.mark.parametrize(
