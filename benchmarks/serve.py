@@ -418,6 +418,23 @@ def metric_sum(port: int, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
+def batching_of(port: int, name: str) -> dict:
+    """What a server reports under `parameters.batching` of `GET /v2/models/<name>`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/v2/models/{name}", timeout=10) as response:
+        return orjson.loads(response.read())["parameters"]["batching"]
+
+
+def describe_batching(batching: dict) -> str:
+    """One line on the batch size a server forms, and the start-up figures it chose it from."""
+    limit = f"forms batches of up to {batching['max_batch_size']}"
+    if not batching["calibrated"]:
+        return limit + " (not calibrated)"
+    figures = ", ".join(f"{size}: {ms:.2f}" for size, ms in batching["ms_per_image"].items())
+    return f"{limit} (start-up calibration, ms per image by batch size {{{figures}}})"
+
+
 # The naive baseline
 
 
@@ -603,6 +620,9 @@ def benchmark_model(
     cells = []
     try:
         _check_answers(servers, requests, reference)
+        for backend in args.backends:
+            batching = batching_of(servers.processes[("server", backend)].port, model.name)
+            print(f"  server {backend:11} {describe_batching(batching)}", flush=True)
         slice_seconds = args.duration / args.rounds
         for concurrency in args.concurrency:
             tallies: dict[tuple[str, str, str], Tally] = {}
