@@ -284,7 +284,7 @@ def _decode_numeric_json(
         return None
     datatype = tensor["datatype"]
     shape = _checked_shape(tensor.get("shape"), image_shape, max_images)
-    values = numbers.parse(data_text, datatype, math.prod(shape))
+    values = numbers.parse(data_text, datatype, shape)
     if values is None:
         return None
     images = values.reshape(shape)

@@ -4,6 +4,7 @@ outputs (the binary tensor data extension, in responses)."""
 from __future__ import annotations
 
 import array
+import json
 
 import numpy as np
 import orjson
@@ -59,7 +60,7 @@ def test_numeric_data_is_read_exactly_as_the_json_parser_reads_it(raw: bytes) ->
 
 def test_the_fast_path_reads_fp32_without_a_python_float_per_value() -> None:
     text = memoryview(orjson.dumps([i / 3 for i in range(12)]))
-    values = numbers.parse(text, "FP32", 12)
+    values = numbers.parse(text, "FP32", (12,))
     np.testing.assert_array_equal(values, np.array([i / 3 for i in range(12)], dtype=np.float32))
 
 
@@ -88,7 +89,7 @@ def json_parser_reading(text: bytes) -> list[int] | None:
 )
 def test_uint8_text_is_read_with_numpy_as_the_json_parser_reads_it(text: bytes) -> None:
     expected = json_parser_reading(text)
-    values = numbers.read_uint8(memoryview(text), len(expected))
+    values = numbers.read_uint8(memoryview(text), (len(expected),))
     assert values is not None and values.dtype == np.uint8
     assert values.tolist() == expected
 
@@ -109,6 +110,7 @@ def test_uint8_text_is_read_with_numpy_as_the_json_parser_reads_it(text: bytes) 
         b"[1e2]",
         b"[1,2 ]",
         b"[1 ,2]",
+        b"[1,\x0c2]",  # a form feed is not JSON whitespace
         b"[[1],2]",
         b"[]",
         b"[1,2",
@@ -117,12 +119,12 @@ def test_uint8_text_is_read_with_numpy_as_the_json_parser_reads_it(text: bytes) 
     ],
 )
 def test_uint8_text_the_numpy_reader_skips_is_left_to_the_json_parser(text: bytes) -> None:
-    assert numbers.read_uint8(memoryview(text), 2) is None
-    assert numbers.read_uint8(memoryview(text), 1) is None
+    assert numbers.read_uint8(memoryview(text), (2,)) is None
+    assert numbers.read_uint8(memoryview(text), (1,)) is None
 
 
 def test_a_uint8_array_of_another_length_than_the_shape_is_not_read() -> None:
-    assert numbers.read_uint8(memoryview(b"[1,2,3]"), 4) is None
+    assert numbers.read_uint8(memoryview(b"[1,2,3]"), (4,)) is None
 
 
 def edited(text: bytes, edits: list[tuple[int, int, str]]) -> bytes:
@@ -144,7 +146,7 @@ def edited(text: bytes, edits: list[tuple[int, int, str]]) -> bytes:
     st.lists(st.integers(0, 255), min_size=1, max_size=12),
     st.sampled_from([b",", b", ", b",\n "]),
     st.lists(
-        st.tuples(st.integers(0, 2), st.integers(0, 64), st.sampled_from("0123456789, \n\t.-e[]x")),
+        st.tuples(st.integers(0, 2), st.integers(0, 64), st.sampled_from("0123456789, \n\t\x0c.-e[]x")),
         max_size=3,
     ),
 )
@@ -154,7 +156,7 @@ def test_whatever_the_numpy_reader_reads_the_json_parser_reads_the_same(
     text = edited(b"[" + separator.join(str(v).encode() for v in values) + b"]", edits)
     expected = json_parser_reading(text)
     for count in {len(values), len(expected or ())}:
-        read = numbers.read_uint8(memoryview(text), count)
+        read = numbers.read_uint8(memoryview(text), (count,))
         assert read is None or read.tolist() == expected
 
 
@@ -162,7 +164,107 @@ def test_whatever_the_numpy_reader_reads_the_json_parser_reads_the_same(
 @given(st.lists(st.integers(0, 255), min_size=1, max_size=64), st.sampled_from([b",", b", ", b",\n  "]))
 def test_every_array_clients_write_is_read_by_numpy(values: list[int], separator: bytes) -> None:
     text = b"[" + separator.join(str(v).encode() for v in values) + b"]"
-    assert numbers.read_uint8(memoryview(text), len(values)).tolist() == values
+    assert numbers.read_uint8(memoryview(text), (len(values),)).tolist() == values
+
+
+def json_parser_nested_reading(text: bytes, shape: tuple[int, ...]) -> list[int] | None:
+    """The integers in 0..255 the JSON parser reads from an array's text, flattened, when the array
+    is flat or nested exactly to `shape`; None otherwise."""
+
+    def flatten(value: object, axes: tuple[int, ...]) -> list[int] | None:
+        if not axes:
+            return [value] if type(value) is int and 0 <= value <= 255 else None
+        if not isinstance(value, list) or len(value) != axes[0]:
+            return None
+        flat: list[int] = []
+        for item in value:
+            part = flatten(item, axes[1:])
+            if part is None:
+                return None
+            flat += part
+        return flat
+
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return flatten(document, shape) or flatten(document, (int(np.prod(shape)),))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 2, 2), (2, 3, 2, 2), (1, 1, 1, 1), (3, 1), (2, 5)])
+@pytest.mark.parametrize(
+    "dumps", [orjson.dumps, lambda value: json.dumps(value).encode()], ids=["compact", "json-dumps"]
+)
+def test_uint8_data_nested_to_the_shape_is_read_with_numpy(shape: tuple[int, ...], dumps) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    values = numbers.read_uint8(memoryview(dumps(pixels.tolist())), shape)
+    assert values is not None
+    np.testing.assert_array_equal(values, pixels.ravel())
+
+
+def test_a_request_with_nested_data_takes_the_fast_path() -> None:
+    pixels = np.arange(24, dtype=np.uint8).reshape(2, 3, 2, 2)
+    raw = orjson.dumps({"inputs": [{**tensor(data=pixels.tolist()), "shape": [2, 3, 2, 2]}], "id": "n"})
+    _, data_text = numbers.cut_data_array(raw)
+    assert bytes(data_text) == orjson.dumps(pixels.tolist())
+    assert numbers.read_uint8(data_text, (2, 3, 2, 2)) is not None
+    request = decode_infer_request(raw, IMAGE, 4)
+    np.testing.assert_array_equal(request.images, pixels)
+    assert request.id == "n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[[[[0,1],[2,3]],[[4,5],[6,7]],[[8,9],[10,11]]]]",  # the right one, for reference below
+        b"[[[[0,1],[2,3]],[[4,5],[6,7]],[[8,9,10,11]]]]",  # ragged
+        b"[[[0,1,2,3],[4,5,6,7],[8,9,10,11]]]",  # nested to [1, 3, 4]
+        b"[[[[0,1],[2,3]],[[4,5],[6,7]],[[8,9],[10],[11]]]]",
+        b"[[[[0,1],[2,3]],[[4,5],[6,7]],[[8,9],[10,11]]],[]]",
+        b"[[[[0,1],[2,3]],[[4,5],[6,7]],[[8,9],[10,11]]]",  # one "]" short
+        b"[0,1,2,3,4,5,6,7,8,9,10,[11]]",
+        b"[[[[0,1],[2,3]],[[4,5],[6,7]],[[8,9],[10,11],]]]",
+        b"[[[[0,1],[2,3]],[[4,5],[6,7]],[[8,9],[10,11]]]]]",
+    ],
+)
+def test_data_nested_to_another_shape_is_left_to_the_json_parser(text: bytes) -> None:
+    read = numbers.read_uint8(memoryview(text), (1, 3, 2, 2))
+    expected = json_parser_nested_reading(text, (1, 3, 2, 2))
+    assert (read is None) == (expected is None)
+    if read is not None:
+        assert read.tolist() == expected
+
+
+def test_ragged_nested_data_gets_the_same_error_through_the_fast_path() -> None:
+    raw = orjson.dumps({"inputs": [tensor(data=[[[[0, 1], [2, 3]], [[4, 5], [6, 7]], [[8, 9, 10, 11]]]])]})
+    with pytest.raises(InvalidInput) as refused:
+        decode_infer_request(raw, IMAGE, 4)
+    assert refused.value.message == "inputs[0].data: nested lists must follow the shape [1, 3, 2, 2]"
+
+
+def test_fp32_data_nested_is_left_to_the_json_parser() -> None:
+    # simdjson would flatten a ragged array to the right count.
+    assert numbers.parse(memoryview(b"[[0.5],[1.5,2.5]]"), "FP32", (1, 3)) is None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.integers(1, 3), min_size=1, max_size=3).map(tuple),
+    st.sampled_from([orjson.dumps, lambda value: json.dumps(value).encode()]),
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 96), st.sampled_from("0123456789, []\n\x01")), max_size=3
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_whatever_the_numpy_reader_reads_nested_the_json_parser_reads_the_same(
+    shape: tuple[int, ...], dumps, edits: list[tuple[int, int, str]], random
+) -> None:
+    pixels = np.array([random.randint(0, 255) for _ in range(int(np.prod(shape)))]).reshape(shape)
+    text = edited(dumps(pixels.tolist()), edits)
+    read = numbers.read_uint8(memoryview(text), shape)
+    assert read is None or read.tolist() == json_parser_nested_reading(text, shape)
+    if not edits:
+        assert read is not None
 
 
 @pytest.mark.parametrize(
