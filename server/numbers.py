@@ -4,10 +4,9 @@ A 224x224 RGB image is 150,528 numbers. Parsed as JSON, each becomes a Python ob
 before it is packed into an array; for FP32 (a new float object per value) that is most of the cost
 of a request. Here the array's text is cut out of the body (`cut_data_array`) and read on its own
 (`parse`): UINT8, flat or nested to the input's shape, by whole-array numpy operations over the
-text's bytes (`read_uint8`); FP32 by simdjson, a SIMD JSON parser, straight into a numeric buffer,
-after numpy has checked a nested array's commas and brackets against the shape. Anything irregular
-yields None, and the caller falls back to the general JSON parse, which names what is wrong; so does
-FP32 on a server without pysimdjson installed.
+text's bytes (`read_uint8`); flat FP32 by simdjson, a SIMD JSON parser, straight into a numeric
+buffer. Anything irregular yields None, and the caller falls back to the general JSON parse, which
+names what is wrong; so does FP32 on a server without pysimdjson installed.
 """
 
 from __future__ import annotations
@@ -112,56 +111,34 @@ def _read_flat(raw: np.ndarray, count: int) -> np.ndarray | None:
 
 
 def _read_nested(raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    text = _after_two_commas(raw)
-    digit = text - np.uint8(_ZERO)
-    is_digit = digit < 10
-    if not _nested_to(shape, text, is_digit):
-        return None
-    return _numbers(text, digit, is_digit, math.prod(shape))
-
-
-def _after_two_commas(raw: np.ndarray) -> np.ndarray:
-    """The text after two commas, which give the first number its places (see `_numbers`) and make
-    every real byte have two before it."""
     text = np.empty(len(raw) + 2, dtype=np.uint8)
     text[:2] = _COMMA
     text[2:] = raw
-    return text
-
-
-def _nested_to(shape: tuple[int, ...], text: np.ndarray, in_number: np.ndarray) -> bool:
-    """Whether `text` (two commas, then an array's text) is an array nested to `shape`, with each of
-    its places holding one run of the bytes `in_number` marks; whether each run is a number is left
-    to the caller. Whitespace may follow only a comma, a "[" or whitespace."""
+    digit = text - np.uint8(_ZERO)
+    is_digit = digit < 10
     is_comma = text == _COMMA
     is_open = text == _OPEN
     is_close = text == _CLOSE
-    others = len(text) - sum(np.count_nonzero(kind) for kind in (in_number, is_comma, is_open, is_close))
+    others = len(text) - sum(np.count_nonzero(kind) for kind in (is_digit, is_comma, is_open, is_close))
     separator = is_comma | is_open
     space = None
     if others:
         space = _whitespace(text, others)
         if space is None or (space[1:] & ~(separator | space)[:-1]).any():
-            return False
+            return None
         separator |= space
     # A number starts after a comma or "[" (whitespace follows only those) and ends before a comma
     # or "]".
-    if (in_number[1:] & ~(separator | in_number)[:-1]).any() or (
-        in_number[:-1] & ~(is_comma | is_close | in_number)[1:]
+    if (is_digit[1:] & ~(separator | is_digit)[:-1]).any() or (
+        is_digit[:-1] & ~(is_comma | is_close | is_digit)[1:]
     ).any():
-        return False
+        return None
     # The commas and brackets, numbers and whitespace left out, must be those of an array of
     # `shape`; as numbers sit only between a comma or "[" and a comma or "]", one fills each place.
-    kept = ~in_number if space is None else ~(in_number | space)
-    return np.array_equal(np.compress(kept[2:], text[2:]), _skeleton(tuple(shape)))
-
-
-def _float_bytes(text: np.ndarray) -> np.ndarray:
-    """Where `text` has the bytes a JSON number is written with: digits, ".", "e", "E", "+", "-"."""
-    marks = (text - np.uint8(_ZERO)) < 10
-    for byte in b".eE+-":
-        marks |= text == byte
-    return marks
+    kept = ~is_digit if space is None else ~(is_digit | space)
+    if not np.array_equal(np.compress(kept[2:], text[2:]), _skeleton(tuple(shape))):
+        return None
+    return _numbers(text, digit, is_digit, math.prod(shape))
 
 
 def _whitespace(text: np.ndarray, others: int) -> np.ndarray | None:
@@ -214,9 +191,9 @@ def parse(array_text: memoryview, datatype: str, shape: tuple[int, ...]) -> np.n
 
     UINT8 goes through `read_uint8`, flat or nested, and what it leaves through orjson and
     `bytearray` (the ints 0..255 are cached objects, so the list costs a pointer per value; the
-    conversion refuses what is not an integer in 0..255). FP32 goes through simdjson (a Python float
-    per value costs about 100 ns; simdjson reads them at a few ns each), nested data once its commas
-    and brackets are those of `shape`."""
+    conversion refuses what is not an integer in 0..255). FP32 goes through simdjson when flat (a
+    Python float per value costs about 100 ns; simdjson reads them at a few ns each; it would also
+    flatten a ragged nested array, so those are left to the JSON parser)."""
     count = math.prod(shape)
     if count < 1:
         return None
@@ -233,13 +210,11 @@ def parse(array_text: memoryview, datatype: str, shape: tuple[int, ...]) -> np.n
     if datatype != "FP32" or parser is None:
         return None
     text = bytes(array_text)
-    if not (text.startswith(b"[") and text.endswith(b"]")):
+    # Flat arrays only: simdjson flattens any nesting, a ragged one too. Nested FP32 data goes to the
+    # JSON parser: checking its commas and brackets against the shape with numpy first (as for
+    # UINT8) cost as much as parsing it with orjson, over the 3 MB of a 224x224 image.
+    if not (text.startswith(b"[") and text.endswith(b"]")) or text.find(b"[", 1) >= 0:
         return None
-    if text.find(b"[", 1) >= 0:
-        # Nested: simdjson flattens any nesting, a ragged one too, so the shape is checked first.
-        padded = _after_two_commas(np.frombuffer(text, dtype=np.uint8))
-        if not _nested_to(shape, padded, _float_bytes(padded)):
-            return None
     try:
         floats = np.frombuffer(parser.parse(text).as_buffer(of_type="d"), dtype=np.float64)
     except (ValueError, TypeError, RuntimeError):  # simdjson's kinds for bad JSON and wrong types
