@@ -55,6 +55,7 @@ class Model:
         mean = torch.tensor(card.mean, dtype=torch.float32, device=input_device).view(1, 3, 1, 1)
         self._scale = 1 / (255 * std)
         self._shift = -mean / std
+        self._host_scale, self._host_shift = self._scale.cpu().numpy(), self._shift.cpu().numpy()
         # The input batch, reused from one forward pass to the next (grown when a larger one comes).
         self._buffer = self._empty(0, torch.float32, input_device)
         # Pinned host copies of the parts, by dtype, when the batch is assembled on the GPU.
@@ -76,6 +77,9 @@ class Model:
         if total > len(self._buffer):
             self._buffer = self._empty(total, torch.float32, self._buffer.device)
         batch = self._buffer[:total]
+        if batch.device.type == "cpu":
+            _assemble_on_host(parts, batch.numpy(), self._host_scale, self._host_shift)
+            return batch
         offset = 0
         for part in parts:
             rows = batch[offset : offset + len(part)]
@@ -132,6 +136,24 @@ class Model:
     def _predict_blank(self, size: int) -> None:
         """One forward pass over `size` black images: warm-up and timing, not answers."""
         self.predict([np.zeros((size, *self.image_shape), dtype=np.uint8)])
+
+
+def _assemble_on_host(
+    parts: list[np.ndarray], batch: np.ndarray, scale: np.ndarray, shift: np.ndarray
+) -> None:
+    """Write the parts into a host batch, UINT8 ones scaled and shifted; with numpy, whose loops run on
+    the calling thread. PyTorch splits an operation over 150,528 values (one 224x224 image) across
+    its intra-op threads: on a server with two CPUs, waking the second thread for each of the three
+    passes cost about 140 microseconds of CPU per one-image request, six times the work itself."""
+    offset = 0
+    for part in parts:
+        rows = batch[offset : offset + len(part)]
+        if part.dtype == np.uint8:
+            np.multiply(part, scale, out=rows)
+            np.add(rows, shift, out=rows)
+        else:
+            np.copyto(rows, part)
+        offset += len(part)
 
 
 def load_verified(

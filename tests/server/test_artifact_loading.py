@@ -138,3 +138,23 @@ def test_the_repository_tells_unknown_from_not_ready(artifact):
     assert repository.get_ready("digits-tiny") is model
     with pytest.raises(ValueError, match="already served"):
         repository.add(model)
+
+
+def test_pixels_and_normalized_floats_joined_in_one_batch_answer_as_each_part_alone(artifact):
+    model = load_artifact(artifact, CPU)
+    rng = np.random.default_rng(0)
+    shape = model.image_shape
+    pixels, floats = rng.integers(0, 256, (3, *shape), dtype=np.uint8), rng.standard_normal((2, *shape))
+    parts = [pixels, floats.astype(np.float32), pixels[:1]]
+    alone = np.concatenate([model.predict([part]) for part in parts])
+    np.testing.assert_allclose(model.predict(parts), alone, atol=1e-6)
+    np.testing.assert_allclose(alone[:3], reference_probabilities(artifact, pixels), atol=1e-5)
+
+
+def test_pixels_are_scaled_and_shifted_exactly_as_in_training(artifact):
+    model = load_artifact(artifact, CPU)
+    pixels = np.arange(2 * 3 * 16 * 16).reshape(2, 3, 16, 16).astype(np.uint8)  # every value 0..255
+    mean = torch.tensor(model.card.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.card.std).view(1, 3, 1, 1)
+    expected = torch.from_numpy(pixels).float() * (1 / (255 * std)) + (-mean / std)
+    assert torch.equal(model._model_input([pixels]), expected)
