@@ -93,17 +93,10 @@ def read_uint8(array_text: memoryview, shape: tuple[int, ...]) -> np.ndarray | N
 
 def _read_flat(raw: np.ndarray, count: int) -> np.ndarray | None:
     # Two commas in place of the "[" give the first number its three places (see `_numbers`).
-    text = np.empty(len(raw) + 1, dtype=np.uint8)
-    text[:2] = _COMMA
-    text[2:] = raw[1:]
-    digit = text - np.uint8(_ZERO)  # wraps around for the bytes below "0"
-    is_digit = digit < 10
-    is_comma = text == _COMMA
+    text, digit, is_digit, is_comma = _padded(raw[1:])
     others = len(text) - 1 - np.count_nonzero(is_digit) - np.count_nonzero(is_comma)  # 1: the "]"
-    if others:
-        space = _whitespace(text, others)
-        if space is None or (space[1:] & ~(is_comma | space)[:-1]).any():
-            return None
+    if others and _whitespace(text, others, after=is_comma) is None:
+        return None
     # Every comma follows a number (none doubled, none first), and so does the "]".
     if (is_comma[2:] & ~is_digit[1:-1]).any() or not is_digit[-2]:
         return None
@@ -111,20 +104,15 @@ def _read_flat(raw: np.ndarray, count: int) -> np.ndarray | None:
 
 
 def _read_nested(raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    text = np.empty(len(raw) + 2, dtype=np.uint8)
-    text[:2] = _COMMA
-    text[2:] = raw
-    digit = text - np.uint8(_ZERO)
-    is_digit = digit < 10
-    is_comma = text == _COMMA
+    text, digit, is_digit, is_comma = _padded(raw)
     is_open = text == _OPEN
     is_close = text == _CLOSE
     others = len(text) - sum(np.count_nonzero(kind) for kind in (is_digit, is_comma, is_open, is_close))
     separator = is_comma | is_open
     space = None
     if others:
-        space = _whitespace(text, others)
-        if space is None or (space[1:] & ~(separator | space)[:-1]).any():
+        space = _whitespace(text, others, after=separator)
+        if space is None:
             return None
         separator |= space
     # A number starts after a comma or "[" (whitespace follows only those) and ends before a comma
@@ -136,14 +124,24 @@ def _read_nested(raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     # The commas and brackets, numbers and whitespace left out, must be those of an array of
     # `shape`; as numbers sit only between a comma or "[" and a comma or "]", one fills each place.
     kept = ~is_digit if space is None else ~(is_digit | space)
-    if not np.array_equal(np.compress(kept[2:], text[2:]), _skeleton(tuple(shape))):
+    if not np.array_equal(np.compress(kept[2:], text[2:]), _skeleton(shape)):
         return None
     return _numbers(text, digit, is_digit, math.prod(shape))
 
 
-def _whitespace(text: np.ndarray, others: int) -> np.ndarray | None:
+def _padded(body: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(two commas then `body`, each byte's digit value, which bytes are digits, which are commas)."""
+    text = np.empty(len(body) + 2, dtype=np.uint8)
+    text[:2] = _COMMA
+    text[2:] = body
+    digit = text - np.uint8(_ZERO)  # wraps around for the bytes below "0"
+    return text, digit, digit < 10, text == _COMMA
+
+
+def _whitespace(text: np.ndarray, others: int, after: np.ndarray) -> np.ndarray | None:
     """Where `text` has whitespace, when exactly `others` of its bytes are JSON whitespace (spaces, as
-    `json.dumps` writes, or also tabs and line breaks); None otherwise."""
+    `json.dumps` writes, or also tabs and line breaks) and each follows a byte marked in `after` or
+    more whitespace; None otherwise."""
     space = text <= ord(" ")
     spaces = np.count_nonzero(space)
     if spaces != others:
@@ -152,6 +150,8 @@ def _whitespace(text: np.ndarray, others: int) -> np.ndarray | None:
         spaces != np.count_nonzero(text == ord(" "))
         and not np.isin(np.compress(space, text), _WHITESPACE_BYTES).all()
     ):
+        return None
+    if (space[1:] & ~(after | space)[:-1]).any():
         return None
     return space
 
