@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from crucible.server.app import create_app
 from crucible.server.artifact import ArtifactError, OnnxCopy, OnnxRecord
-from crucible.server.backends import choose_backend, execution_providers
+from crucible.server.backends import OnnxRuntimeBackend, choose_backend, execution_providers
 from crucible.server.repository import ModelRepository, load_artifact
 from tests.server.helpers import MODEL_NAME, infer_body, reference_probabilities
 
@@ -132,6 +132,18 @@ def test_onnxruntime_answers_as_pytorch_does_on_the_digits_model(digits_artifact
     # Batches of other sizes, one after another, through the reused input buffer.
     for size in (1, 7, 3):
         np.testing.assert_allclose(onnx.predict([pixels[:size]]), from_torch[:size], atol=1e-5)
+
+
+def test_on_several_cpus_a_batch_is_split_into_concurrent_runs_that_answer_as_one_run(
+    digits_artifact: Path, digit_pixels
+) -> None:
+    pixels, _ = digit_pixels
+    batch = torch.from_numpy(pixels[:7].astype(np.float32) / 255)
+    whole = OnnxRuntimeBackend(digits_artifact / "model.onnx", threads=1)
+    split = OnnxRuntimeBackend(digits_artifact / "model.onnx", threads=3)
+    assert (whole.slices, split.slices) == (1, 3)
+    for size in (1, 2, 3, 7):  # fewer images than threads, as many, and more
+        np.testing.assert_allclose(split.logits(batch[:size]), whole.logits(batch[:size]), atol=1e-6)
 
 
 def test_a_model_whose_onnx_check_failed_is_served_with_torch_and_says_so(
