@@ -379,12 +379,14 @@ class RawForward:
 def raw_worker(artifact: Path) -> None:
     """Answer `[backend, batch, warmup, seconds]` lines with the latencies of back-to-back forward
     passes on one batch, and the process's CPU time while they ran."""
-    from crucible.server.repository import load_artifact
+    from crucible.server.repository import configure_threads, load_artifact
 
     threads = available_cpus()
-    torch.set_num_threads(threads)
+    # As `crucible serve` sets them up: see `configure_threads`.
+    configure_threads(threads, torch.device("cpu"))
     backends = {
-        backend: load_artifact(artifact, torch.device("cpu"), backend=backend).backend for backend in BACKENDS
+        backend: load_artifact(artifact, torch.device("cpu"), backend=backend, threads=threads).backend
+        for backend in BACKENDS
     }
     image_shape = load_artifact(artifact, torch.device("cpu"), backend="torch").image_shape
     for line in sys.stdin:

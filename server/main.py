@@ -90,8 +90,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     try:
         torch_device = pick_device(device)
-        configure_threads(threads)
-        model = load_verified(artifact, torch_device, name, backend, quantize)
+        configure_threads(threads, torch_device)
+        model = load_verified(artifact, torch_device, name, backend, quantize, threads)
     except (ArtifactError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID

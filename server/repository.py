@@ -162,9 +162,11 @@ def load_verified(
     name: str | None = None,
     backend: str = "auto",
     quantize: str | None = None,
+    threads: int = 1,
 ) -> Model:
     """Build the network of a verified artifact and load its weights, on the backend `choose_backend`
-    picks; ArtifactError when they do not fit, ValueError when the backend asked for cannot serve it."""
+    picks, running each batch on `threads` CPU threads; ArtifactError when they do not fit, ValueError
+    when the backend asked for cannot serve it."""
     from crucible.trainer.models import build_model
 
     card = artifact.card
@@ -178,14 +180,16 @@ def load_verified(
         module.load_state_dict(state)
     except Exception as error:  # torch raises many kinds for a bad file; all mean the same here
         raise ArtifactError(f"cannot load weights {artifact.weights}: {error}") from None
-    runner: Backend | None = None
+    runner: Backend
     if choice.backend == ONNXRUNTIME:
         assert choice.onnx is not None
         path = verify_onnx(artifact.directory, choice.onnx)
         try:
-            runner = OnnxRuntimeBackend(path, torch.get_num_threads(), device.type)
+            runner = OnnxRuntimeBackend(path, threads, device.type)
         except Exception as error:  # onnxruntime raises its own kinds for a file it cannot load
             raise ArtifactError(f"cannot load {path} with onnxruntime: {error}") from None
+    else:
+        runner = TorchBackend(module, device, threads)
     log.info(
         "loaded %s (%s, %d classes) from %s; backend %s (%s)",
         name or card.name,
@@ -204,14 +208,17 @@ def load_artifact(
     name: str | None = None,
     backend: str = "auto",
     quantize: str | None = None,
+    threads: int = 1,
 ) -> Model:
     """Verify and load an artifact directory; ArtifactError with a message a person can act on."""
-    return load_verified(verify_artifact(directory), device, name, backend, quantize)
+    return load_verified(verify_artifact(directory), device, name, backend, quantize, threads)
 
 
-def configure_threads(threads: int) -> None:
-    """Intra-op threads for the forward pass; the caller sizes them from the real CPU limit."""
-    torch.set_num_threads(max(1, threads))
+def configure_threads(threads: int, device: torch.device) -> None:
+    """PyTorch's intra-op threads, for a server with `threads` CPUs (the caller sizes them from the
+    real CPU limit). On CPUs one: the backends run a batch's slices on threads of their own
+    (`backends.BatchSlices`), each single-threaded. On a GPU the CPU threads only feed the device."""
+    torch.set_num_threads(1 if device.type == "cpu" else max(1, threads))
 
 
 class ModelRepository:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from crucible.server.app import create_app
 from crucible.server.artifact import ArtifactError, OnnxCopy, OnnxRecord
-from crucible.server.backends import OnnxRuntimeBackend, choose_backend, execution_providers
+from crucible.server.backends import choose_backend, execution_providers, slice_bounds
 from crucible.server.repository import ModelRepository, load_artifact
 from tests.server.helpers import MODEL_NAME, infer_body, reference_probabilities
 
@@ -134,16 +134,22 @@ def test_onnxruntime_answers_as_pytorch_does_on_the_digits_model(digits_artifact
         np.testing.assert_allclose(onnx.predict([pixels[:size]]), from_torch[:size], atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_on_several_cpus_a_batch_is_split_into_concurrent_runs_that_answer_as_one_run(
-    digits_artifact: Path, digit_pixels
+    digits_artifact: Path, digit_pixels, backend: str
 ) -> None:
     pixels, _ = digit_pixels
-    batch = torch.from_numpy(pixels[:7].astype(np.float32) / 255)
-    whole = OnnxRuntimeBackend(digits_artifact / "model.onnx", threads=1)
-    split = OnnxRuntimeBackend(digits_artifact / "model.onnx", threads=3)
-    assert (whole.slices, split.slices) == (1, 3)
+    whole = load_artifact(digits_artifact, CPU, backend=backend)
+    split = load_artifact(digits_artifact, CPU, backend=backend, threads=3)
+    assert (whole.backend.slices.count, split.backend.slices.count) == (1, 3)
     for size in (1, 2, 3, 7):  # fewer images than threads, as many, and more
-        np.testing.assert_allclose(split.logits(batch[:size]), whole.logits(batch[:size]), atol=1e-6)
+        np.testing.assert_allclose(split.predict([pixels[:size]]), whole.predict([pixels[:size]]), atol=1e-6)
+
+
+def test_slices_cover_the_batch_in_order_and_differ_by_at_most_one_row() -> None:
+    assert slice_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert slice_bounds(2, 2) == [(0, 1), (1, 2)]
+    assert slice_bounds(32, 2) == [(0, 16), (16, 32)]
 
 
 def test_a_model_whose_onnx_check_failed_is_served_with_torch_and_says_so(
