@@ -11,6 +11,7 @@ model's metadata says why.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -137,8 +138,8 @@ class Backend(Protocol):
 def slice_bounds(rows: int, parts: int) -> list[tuple[int, int]]:
     """`parts` consecutive row ranges covering `rows`, their sizes differing by at most one."""
     size, extra = divmod(rows, parts)
-    ends = np.cumsum([size + 1] * extra + [size] * (parts - extra))
-    return list(zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True))
+    ends = list(itertools.accumulate(size + (index < extra) for index in range(parts)))
+    return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
 class BatchSlices:

@@ -91,12 +91,10 @@ class Model:
         return batch
 
     def _host_part(self, part: np.ndarray, offset: int) -> torch.Tensor:
-        """The part as a host tensor to copy from: itself on a CPU, a pinned copy at the same rows when
-        the batch is on a GPU. The staging rows of one batch never overlap, and `predict` waits for
-        the device before it returns, so the next batch cannot overwrite a copy in flight."""
+        """The part as a pinned host copy at the same rows, for the GPU batch to copy from. The staging
+        rows of one batch never overlap, and `predict` waits for the device before it returns, so the
+        next batch cannot overwrite a copy in flight."""
         host = torch.from_numpy(part)
-        if self._buffer.device.type != "cuda":
-            return host
         end = offset + len(part)
         staging = self._staging.get(host.dtype)
         if staging is None or end > len(staging):
