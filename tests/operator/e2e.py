@@ -26,10 +26,45 @@ def condition_of(status: dict, kind: str) -> dict:
 
 
 async def run_phase(cluster: Cluster, name: str, phases: tuple[str, ...], timeout: float = 60) -> dict:
-    await eventually(
-        lambda: status_of(cluster, RUNS, name).get("phase") in phases, timeout, f"{name} in {phases}"
-    )
+    try:
+        await eventually(
+            lambda: status_of(cluster, RUNS, name).get("phase") in phases, timeout, f"{name} in {phases}"
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{what_the_cluster_shows(cluster)}") from None
     return status_of(cluster, RUNS, name)
+
+
+def what_the_cluster_shows(cluster: Cluster) -> str:
+    """Where a run stands, for a test that timed out waiting on it: each run's status, each Job's
+    and pod's state, and the last Events (which say why a pod is not scheduled or a Job waits)."""
+    lines = []
+    for name, run in _objects(cluster, RUNS).items():
+        lines.append(f"TrainingRun {name}: {run.get('status') or {}}")
+    for name, job in _objects(cluster, "batch/v1/jobs").items():
+        lines.append(f"Job {name}: {job.get('status') or {}}")
+    for name, pod in _objects(cluster, "v1/pods").items():
+        status = pod.get("status") or {}
+        conditions = [(c["type"], c["status"], c.get("reason", "")) for c in status.get("conditions") or []]
+        node = pod["spec"].get("nodeName")
+        lines.append(f"Pod {name}: {status.get('phase')} on {node}, {conditions}")
+    events = sorted(
+        _objects(cluster, "v1/events").values(),
+        key=lambda event: event.get("lastTimestamp") or event.get("eventTime") or "",
+    )
+    for event in events[-15:]:
+        about = event.get("involvedObject") or {}
+        lines.append(
+            f"Event {about.get('kind')}/{about.get('name')}: {event.get('reason')} {event.get('message')}"
+        )
+    return "\n".join(lines)
+
+
+def _objects(cluster: Cluster, resource: str) -> dict[str, dict]:
+    try:
+        return cluster.objects_of(resource)
+    except KeyError:  # a resource the cluster does not hold or mirror
+        return {}
 
 
 def created_by_operator(cluster: Cluster) -> list[dict]:

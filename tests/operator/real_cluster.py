@@ -96,9 +96,26 @@ class RealCluster:
 
     async def bound_claim(self, claim: str, folder: Path) -> None:
         """A PersistentVolumeClaim bound to a volume of its own (a hostPath on the test kubelet's folder for
-        it), as a provisioner would make: the scheduler places no pod whose claim is missing or unbound."""
+        it), as a provisioner and the volume controller leave it: the scheduler places no pod whose
+        claim is missing or unbound.
+
+        The binding is written whole (the claim's volumeName and bind-completed annotation, the
+        volume's claimRef with the claim's uid, both phases Bound) rather than left to the volume
+        controller: it bound a pre-bound pair only at its next 15-second resync about half the time
+        (its cache of the volume lagging the claim), and a pod scheduled meanwhile waited with the
+        unschedulable ones, which on a busy machine outlasted a test's wait for its run."""
         volume = f"{self.namespace}-{claim}"
         spec = {"accessModes": ["ReadWriteMany"], "storageClassName": ""}
+        metadata = {"name": claim, "annotations": {"pv.kubernetes.io/bind-completed": "yes"}}
+        request = {**spec, "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
+        created = await self.create("v1/persistentvolumeclaims", {"metadata": metadata, "spec": request})
+        claim_ref = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "namespace": self.namespace,
+            "name": claim,
+            "uid": created["metadata"]["uid"],
+        }
         await self.api.call(
             "POST",
             "/api/v1/persistentvolumes",
@@ -108,10 +125,21 @@ class RealCluster:
                     **spec,
                     "capacity": {"storage": "1Gi"},
                     "hostPath": {"path": str(folder)},
-                    "claimRef": {"namespace": self.namespace, "name": claim},
+                    "claimRef": claim_ref,
                     "persistentVolumeReclaimPolicy": "Retain",
                 },
             },
         )
-        request = {**spec, "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
-        await self.create("v1/persistentvolumeclaims", {"metadata": {"name": claim}, "spec": request})
+        await self.api.call(
+            "PATCH",
+            resource_path("v1/persistentvolumes", name=volume) + "/status",
+            {"status": {"phase": "Bound"}},
+            MERGE,
+        )
+        bound = {"phase": "Bound", "accessModes": spec["accessModes"], "capacity": {"storage": "1Gi"}}
+        await self.api.call(
+            "PATCH",
+            resource_path("v1/persistentvolumeclaims", self.namespace, claim) + "/status",
+            {"status": bound},
+            MERGE,
+        )
