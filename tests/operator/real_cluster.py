@@ -102,12 +102,14 @@ class RealCluster:
         The binding is written whole (the claim's volumeName and bind-completed annotation, the
         volume's claimRef with the claim's uid, both phases Bound) rather than left to the volume
         controller: it bound a pre-bound pair only at its next 15-second resync about half the time
-        (its cache of the volume lagging the claim), and a pod scheduled meanwhile waited with the
-        unschedulable ones, which on a busy machine outlasted a test's wait for its run."""
+        (its cache of the volume lagging the claim), and a pod scheduled meanwhile waited 11-15 s
+        with the unschedulable ones: a delay every test paid in part, and the likely cause of a run
+        that did not finish within a test's 60 s on a busy machine."""
         volume = f"{self.namespace}-{claim}"
         spec = {"accessModes": ["ReadWriteMany"], "storageClassName": ""}
+        size = {"storage": "1Gi"}
         metadata = {"name": claim, "annotations": {"pv.kubernetes.io/bind-completed": "yes"}}
-        request = {**spec, "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}
+        request = {**spec, "volumeName": volume, "resources": {"requests": size}}
         created = await self.create("v1/persistentvolumeclaims", {"metadata": metadata, "spec": request})
         claim_ref = {
             "apiVersion": "v1",
@@ -123,7 +125,7 @@ class RealCluster:
                 "metadata": {"name": volume},
                 "spec": {
                     **spec,
-                    "capacity": {"storage": "1Gi"},
+                    "capacity": size,
                     "hostPath": {"path": str(folder)},
                     "claimRef": claim_ref,
                     "persistentVolumeReclaimPolicy": "Retain",
@@ -136,7 +138,7 @@ class RealCluster:
             {"status": {"phase": "Bound"}},
             MERGE,
         )
-        bound = {"phase": "Bound", "accessModes": spec["accessModes"], "capacity": {"storage": "1Gi"}}
+        bound = {"phase": "Bound", "accessModes": spec["accessModes"], "capacity": size}
         await self.api.call(
             "PATCH",
             resource_path("v1/persistentvolumeclaims", self.namespace, claim) + "/status",
